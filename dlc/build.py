@@ -1,0 +1,173 @@
+"""Compile an optimised module to a shared library and write its manifest beside it.
+
+The manifest is `<library>.json` (e.g. `model.so.json`): everything `dlc run` and
+`dlc verify` need to drive the library without the ONNX file, plus provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlc import __version__
+from dlc.errors import BuildError, InputError
+
+if TYPE_CHECKING:
+    from dlc.pipeline import OptimizedModel
+    from dlc.target import TargetSpec
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT_VERSION = 1
+
+
+def manifest_path(library: Path) -> Path:
+    return library.with_name(library.name + ".json")
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    library: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    kernels: int
+    seconds: float
+
+
+def _lowering_pipeline(tvm_target):
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    passes = cpu.dataflow_lower_passes(tvm_target) + cpu.finalize_passes(tvm_target)
+
+    @tvm.transform.module_pass(opt_level=0, name="DlcLowerToVM")
+    def lower(mod, _ctx):
+        return tvm.transform.Sequential(passes)(mod)
+
+    return lower
+
+
+def _compile(optimized: OptimizedModel, target: TargetSpec):
+    import tvm
+
+    tvm_target = target.to_tvm()
+    mod = optimized.mod
+    # Later stages slot in here, in this order: tuned records, then default schedules.
+    try:
+        with tvm_target, tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=_lowering_pipeline(tvm_target))
+    except Exception as err:
+        text = str(err).strip()
+        if "CodeGenVM cannot emit this Relax operator" in text:
+            op = text.splitlines()[-1].strip()
+            raise BuildError(
+                f"an operator was left without a kernel: {op}",
+                hint="its operands have no static shape, usually because a shape is computed "
+                "from data at run time; fix every input with --input-shape",
+            ) from err
+        raise BuildError(
+            f"TVM failed to compile the model: {text.splitlines()[-1] if text else type(err).__name__}",
+            hint="run with --debug for TVM's traceback and --dump-ir DIR for the IR",
+        ) from err
+
+
+def _export(executable, library: Path, target: TargetSpec) -> None:
+    """Write the library atomically: a crash never leaves a half-written .so under its name."""
+    from tvm.support import cc
+
+    fcompile = None
+    if target.cross_compiler:
+        if shutil.which(target.cross_compiler) is None:
+            raise BuildError(
+                f"cross compiler {target.cross_compiler!r} for target '{target.name}' is not installed",
+                hint="on Debian: apt-get install g++-aarch64-linux-gnu g++-arm-linux-gnueabihf",
+            )
+        fcompile = cc.cross_compiler(target.cross_compiler)
+    try:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".dlc-build-", dir=library.parent))
+    except OSError as err:
+        raise InputError(
+            f"cannot write to '{library.parent}': {err.strerror}", hint="pick a writable -o PATH"
+        ) from err
+    try:
+        staged = staging / library.name
+        executable.export_library(str(staged), fcompile=fcompile)
+        os.replace(staged, library)
+    except Exception as err:
+        raise BuildError(
+            f"linking '{library.name}' failed: {str(err).strip().splitlines()[-1]}",
+            hint="run with --debug for the linker's command line",
+        ) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _manifest(optimized: OptimizedModel, target: TargetSpec, library: Path, seconds: float):
+    import onnx
+    import onnxruntime
+    import tvm
+
+    imported = optimized.source
+    loaded = imported.source
+    return {
+        "format": "dlc-manifest",
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "library": library.name,
+        "inputs": [spec.to_json() for spec in imported.inputs],
+        "outputs": [spec.to_json() for spec in imported.outputs],
+        "target": {
+            "name": target.name,
+            "string": str(target),
+            "config": target.config,
+            "key": target.key,
+            "cross_compiler": target.cross_compiler,
+        },
+        "model": {
+            "file": loaded.path.name,
+            "sha256": loaded.sha256,
+            "opset": loaded.opset,
+            "nodes": loaded.nodes_before_folding,
+            "nodes_after_folding": loaded.nodes_after_folding,
+        },
+        "build": {
+            "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 2),
+            "kernels": optimized.kernels,
+        },
+        "versions": {
+            "dlc": __version__,
+            "tvm": tvm.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "tuning": {"records_applied": 0, "logs": None},
+    }
+
+
+def build(optimized: OptimizedModel, target: TargetSpec, *, output: Path | str) -> BuiltModule:
+    """Compile for `target`, export `output` (a .so) and write its manifest beside it."""
+    library = Path(output)
+    started = time.perf_counter()
+    executable = _compile(optimized, target)
+    _export(executable, library, target)
+    seconds = time.perf_counter() - started
+    manifest = _manifest(optimized, target, library, seconds)
+    manifest_file = manifest_path(library)
+    write_json_atomic(manifest_file, manifest)
+    log.info("built %s in %.1f s", library, seconds)
+    return BuiltModule(library, manifest_file, manifest, optimized.kernels, seconds)

@@ -1,0 +1,283 @@
+"""The `dlc` command: flags in, one stage call per step, results out.
+
+Heavy modules (tvm, onnx, onnxruntime, rich) are imported inside the commands so that
+`dlc --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from dlc import __version__
+from dlc.errors import DlcError, InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class DlcGroup(click.Group):
+    """Turns every DlcError into `error: ...` + `hint: ...` and its exit code, in one place."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DlcError as err:
+            if ctx.params.get("debug") or os.environ.get("DLC_DEBUG") == "1":
+                traceback.print_exc()
+            click.echo(err.render(), err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DlcGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="dlc")
+@click.option("--debug", is_flag=True, help="Show tracebacks (also DLC_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Compile ONNX models into fast, verified CPU libraries with Apache TVM."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _step(console, label: str):
+    """Show a spinner while a stage runs and a timed line when it ends."""
+    started = time.perf_counter()
+    with console.status(f"{label}..."):
+        yield
+    console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - started:.1f} s)[/]")
+
+
+def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    from dlc.frontend import parse_input_shape
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in values:
+        name, shape = parse_input_shape(text)
+        if name in shapes and shapes[name] != shape:
+            raise InputError(
+                f"--input-shape gives '{name}' twice ({shapes[name]} and {shape})",
+                hint="pass each input once",
+            )
+        shapes[name] = shape
+    return shapes
+
+
+input_shape_option = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="NAME:1x3x224x224",
+    help="Fix an input's shape (repeatable); also NAME:[1,3,224,224].",
+)
+tolerance_options = [
+    click.option("--rtol", type=float, default=None, help="Relative tolerance [1e-3]."),
+    click.option("--atol", type=float, default=None, help="Absolute tolerance [1e-3]."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
+]
+
+
+def _with(options):
+    def apply(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def _tolerances(rtol: float | None, atol: float | None) -> dict[str, float]:
+    from dlc.verify import DEFAULT_ATOL, DEFAULT_RTOL
+
+    return {"rtol": DEFAULT_RTOL if rtol is None else rtol, "atol": DEFAULT_ATOL if atol is None else atol}
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dlc vs ONNX Runtime (rtol {report.rtol:g}, atol {report.atol:g})")
+    table.add_column("output", overflow="fold")
+    table.add_column("shape")
+    for column in ("max abs err", "max rel err", "mismatches", "result"):
+        table.add_column(column, justify="right")
+    for out in report.outputs:
+        table.add_row(
+            out.name,
+            "x".join(map(str, out.shape)),
+            f"{out.max_abs_error:.3g}",
+            f"{out.max_rel_error:.3g}",
+            f"{out.mismatches}/{out.size}",
+            "[green]ok[/]" if out.passed else "[red]MISMATCH[/]",
+        )
+    Console(highlight=False).print(table)
+
+
+def _raise_on_mismatch(report, library: Path) -> None:
+    from dlc.errors import AccuracyError
+
+    if report.passed:
+        return
+    worst = max(report.outputs, key=lambda o: o.mismatches)
+    raise AccuracyError(
+        f"'{library.name}' disagrees with ONNX Runtime on output '{worst.name}': "
+        f"{worst.mismatches} of {worst.size} elements beyond rtol {report.rtol:g} / atol "
+        f"{report.atol:g} (max abs error {worst.max_abs_error:.3g})",
+        hint="loosen --rtol/--atol if this is expected rounding, otherwise report a compiler bug "
+        "with --dump-ir output",
+    )
+
+
+@cli.command("compile", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", default="host", show_default=True, help="Preset, TVM string or JSON.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Library path [MODEL.so].")
+@input_shape_option
+@click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the IR after each stage here.")
+@click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
+@click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
+@_with(tolerance_options)
+def compile_command(model, target, output, input_shapes, dump_ir, no_verify, no_fold, rtol, atol, seed):
+    """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
+    from dlc import build, frontend, pipeline
+    from dlc.target import parse_target
+
+    spec = parse_target(target)
+    shapes = _input_shapes(input_shapes)
+    output = output or Path(model.stem + ".so")
+    console = _console()
+    console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
+
+    with _step(console, "loaded, checked and folded"):
+        loaded = frontend.load_model(model, input_shapes=shapes, fold=not no_fold)
+    console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
+    with _step(console, "imported to Relax"):
+        imported = frontend.import_model(loaded)
+    with _step(console, "fused"):
+        optimized = pipeline.optimize(imported, spec, dump_ir=dump_ir)
+    console.print(f"  {optimized.kernels} fused kernels")
+    with _step(console, f"built {output}"):
+        built = build.build(optimized, spec, output=output)
+
+    if no_verify:
+        console.print("[yellow]verification skipped (--no-verify)[/]")
+    elif not spec.runs_on_host():
+        console.print(f"[yellow]verification skipped: target '{spec.name}' cannot run on this machine[/]")
+    else:
+        from dlc.verify import verify
+
+        with _step(console, "verified against ONNX Runtime"):
+            report = verify(model, built.library, seed=seed, **_tolerances(rtol, atol))
+        _print_report(report)
+        _raise_on_mismatch(report, built.library)
+    click.echo(f"{built.library} ({built.kernels} kernels, built in {built.seconds:.1f} s; manifest {built.manifest_path})")
+
+
+@cli.command("verify", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("library", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path), help="An .npz of inputs [seeded random].")
+@_with(tolerance_options)
+def verify_command(model, library, inputs, rtol, atol, seed):
+    """Compare LIBRARY's outputs with ONNX Runtime running MODEL; exit 6 on mismatch."""
+    from dlc.runtime import read_npz
+    from dlc.verify import verify
+
+    arrays = read_npz(inputs) if inputs else None
+    report = verify(model, library, inputs=arrays, seed=seed, **_tolerances(rtol, atol))
+    _print_report(report)
+    _raise_on_mismatch(report, library)
+
+
+@cli.command("run", context_settings=CONTEXT)
+@click.argument("library", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path), help="An .npz of inputs [seeded random].")
+@click.option("--outputs", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+def run_command(library, inputs, outputs, seed):
+    """Run LIBRARY (built by dlc compile) on inputs from an .npz file."""
+    import numpy as np
+
+    from dlc.runtime import load_library, read_npz
+    from dlc.verify import make_inputs
+
+    loaded = load_library(library)
+    arrays = read_npz(inputs) if inputs else make_inputs(loaded.manifest.inputs, seed=seed)
+    results = loaded.run(arrays)
+    for name, value in results.items():
+        click.echo(f"{name}: {'x'.join(map(str, value.shape))} {value.dtype}  "
+                   f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}")
+    if outputs:
+        try:
+            np.savez(outputs, **results)
+        except OSError as err:
+            raise InputError(f"cannot write '{outputs}': {err.strerror}", hint="pick a writable path") from err
+        click.echo(f"wrote {outputs}")
+
+
+@cli.command("inspect", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+def inspect_command(model):
+    """Show MODEL's inputs, outputs, operators and what TVM cannot import."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlc.frontend import inspect_model
+
+    info = inspect_model(model)
+    console = Console(highlight=False)
+    console.print(f"[bold]{info.path}[/]  sha256 {info.sha256[:16]}…")
+    console.print(f"ONNX IR {info.ir_version}, opset {info.opset}, producer {info.producer or '?'}, "
+                  f"{info.num_parameters:,} parameters")
+    table = Table(title="inputs and outputs")
+    for column in ("kind", "name", "shape", "dtype"):
+        table.add_column(column)
+    for kind, specs in (("input", info.inputs), ("output", info.outputs)):
+        for spec in specs:
+            table.add_row(kind, spec.name, "x".join(map(str, spec.shape)) or "scalar", spec.dtype)
+    console.print(table)
+    ops = ", ".join(f"{op} {n}" for op, n in info.op_counts.items())
+    console.print(f"{sum(info.op_counts.values())} nodes: {ops}")
+    if info.unsupported_ops:
+        listing = ", ".join(f"{op} x{n}" for op, n in info.unsupported_ops.items())
+        console.print(f"[red]not supported by TVM's importer:[/] {listing}")
+    else:
+        console.print("[green]every operator has a TVM converter[/]")
+
+
+@cli.command("targets", context_settings=CONTEXT)
+def targets_command():
+    """List the named target presets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlc.target import list_presets
+
+    table = Table(title="targets (use the name, a TVM string like \"llvm -mcpu=skylake\", or JSON)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("runs here", no_wrap=True)
+    table.add_column("description and TVM target", overflow="fold")
+    for spec in list_presets():
+        runs = "yes" if spec.runs_on_host() else "no"
+        table.add_row(spec.name, runs, f"{spec.description}\n[dim]{spec}[/]")
+    Console(highlight=False).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="dlc")

