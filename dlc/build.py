@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlc import __version__
-from dlc.errors import BuildError, InputError
+from dlc.errors import BuildError, DlcError, InputError
 
 if TYPE_CHECKING:
     from dlc.pipeline import OptimizedModel
@@ -40,6 +40,7 @@ class BuiltModule:
     manifest: dict[str, Any]
     kernels: int
     seconds: float
+    tuning: TuningApplied | None = None
 
 
 def _lowering_pipeline(tvm_target):
@@ -55,15 +56,59 @@ def _lowering_pipeline(tvm_target):
     return lower
 
 
-def _compile(optimized: OptimizedModel, target: TargetSpec):
+@dataclass(frozen=True)
+class TuningApplied:
+    """What `--tuning-logs` contributed to a build."""
+
+    logs: Path
+    target_key: str
+    tasks_with_records: int  # kernels that got a tuned schedule
+    tasks_recorded: int  # kernels with any successful record (slower ones keep the default)
+    tasks_total: int
+    flops_share: float  # of the model's FLOPs, in kernels that got a tuned schedule
+
+
+def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Path):
+    """Replace every kernel that has a tuned record (faster than its default) by that record."""
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    from dlc.logstore import open_store
+    from dlc.schedule import is_scheduled
+    from dlc.tuning import extract_tasks, load_cpu_tensor_intrinsics
+
+    if not Path(logs).is_dir():
+        raise InputError(f"tuning-log directory '{logs}' not found", hint="tune first with `dlc tune`, or fix the path")
+    store = open_store(logs, target, create=False)
+    load_cpu_tensor_intrinsics()
+    with store.to_database(only_improvements=True):
+        mod = MetaScheduleApplyDatabase()(mod)
+    tasks = extract_tasks(optimized, target)
+    names = {t.name for t in tasks}
+    tuned = {gvar.name_hint for gvar, func in mod.functions.items() if gvar.name_hint in names and is_scheduled(func)}
+    recorded = sum(store.best_seconds(t.workload_hash) is not None for t in tasks)
+    total_flops = sum(t.weight * t.flops for t in tasks) or 1.0
+    share = sum(t.weight * t.flops for t in tasks if t.name in tuned) / total_flops
+    return mod, TuningApplied(Path(logs), target.key, len(tuned), recorded, len(tasks), share)
+
+
+def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | None = None):
     import tvm
+
+    from dlc.schedule import apply_default_schedules
 
     tvm_target = target.to_tvm()
     mod = optimized.mod
-    # Later stages slot in here, in this order: tuned records, then default schedules.
+    applied = None
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
-            return tvm.compile(mod, target=tvm_target, relax_pipeline=_lowering_pipeline(tvm_target))
+            # Tuned records go first (they mark their kernels scheduled), then defaults.
+            if tuning_logs is not None:
+                mod, applied = _apply_records(optimized, target, mod, tuning_logs)
+            mod = apply_default_schedules(mod, target).mod
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=_lowering_pipeline(tvm_target))
+            return executable, applied
+    except DlcError:
+        raise
     except Exception as err:
         text = str(err).strip()
         if "CodeGenVM cannot emit this Relax operator" in text:
@@ -117,7 +162,9 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _manifest(optimized: OptimizedModel, target: TargetSpec, library: Path, seconds: float):
+def _manifest(
+    optimized: OptimizedModel, target: TargetSpec, library: Path, seconds: float, applied: TuningApplied | None
+):
     import onnx
     import onnxruntime
     import tvm
@@ -155,19 +202,54 @@ def _manifest(optimized: OptimizedModel, target: TargetSpec, library: Path, seco
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        "tuning": {"records_applied": 0, "logs": None},
+        "tuning": {
+            "records_applied": applied.tasks_with_records if applied else 0,
+            "tasks": applied.tasks_total if applied else None,
+            "flops_share": round(applied.flops_share, 4) if applied else None,
+            "logs": str(applied.logs) if applied else None,
+            "target_key": applied.target_key if applied else None,
+        },
     }
 
 
-def build(optimized: OptimizedModel, target: TargetSpec, *, output: Path | str) -> BuiltModule:
-    """Compile for `target`, export `output` (a .so) and write its manifest beside it."""
+def _write_asm(executable, path: Path) -> None:
+    """Write the assembly LLVM generated for the kernels (every LLVM module in the library)."""
+    pending, texts = [executable.mod], []
+    while pending:
+        module = pending.pop()
+        pending.extend(module.imports)
+        if module.kind == "llvm":
+            texts.append(module.inspect_source("asm"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(texts))
+    except OSError as err:
+        raise InputError(f"cannot write assembly to '{path}': {err.strerror}",
+                         hint="pick a writable --dump-asm FILE") from err
+
+
+def build(
+    optimized: OptimizedModel,
+    target: TargetSpec,
+    *,
+    output: Path | str,
+    tuning_logs: Path | str | None = None,
+    dump_asm: Path | None = None,
+) -> BuiltModule:
+    """Compile for `target`, export `output` (a .so) and write its manifest beside it.
+
+    `dump_asm`: also write the generated assembly there (which vector instructions the
+    target got), before linking, so it is written even when no cross linker is installed.
+    """
     library = Path(output)
     started = time.perf_counter()
-    executable = _compile(optimized, target)
+    executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None)
+    if dump_asm is not None:
+        _write_asm(executable, Path(dump_asm))
     _export(executable, library, target)
     seconds = time.perf_counter() - started
-    manifest = _manifest(optimized, target, library, seconds)
+    manifest = _manifest(optimized, target, library, seconds, applied)
     manifest_file = manifest_path(library)
     write_json_atomic(manifest_file, manifest)
     log.info("built %s in %.1f s", library, seconds)
-    return BuiltModule(library, manifest_file, manifest, optimized.kernels, seconds)
+    return BuiltModule(library, manifest_file, manifest, optimized.kernels, seconds, applied)

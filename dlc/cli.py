@@ -144,37 +144,8 @@ def _raise_on_mismatch(report, library: Path) -> None:
     )
 
 
-@cli.command("compile", context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", default="host", show_default=True, help="Preset, TVM string or JSON.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Library path [MODEL.so].")
-@input_shape_option
-@click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the IR after each stage here.")
-@click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
-@click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
-@_with(tolerance_options)
-def compile_command(model, target, output, input_shapes, dump_ir, no_verify, no_fold, rtol, atol, seed):
-    """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
-    from dlc import build, frontend, pipeline
-    from dlc.target import parse_target
-
-    spec = parse_target(target)
-    shapes = _input_shapes(input_shapes)
-    output = output or Path(model.stem + ".so")
-    console = _console()
-    console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
-
-    with _step(console, "loaded, checked and folded"):
-        loaded = frontend.load_model(model, input_shapes=shapes, fold=not no_fold)
-    console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
-    with _step(console, "imported to Relax"):
-        imported = frontend.import_model(loaded)
-    with _step(console, "fused"):
-        optimized = pipeline.optimize(imported, spec, dump_ir=dump_ir)
-    console.print(f"  {optimized.kernels} fused kernels")
-    with _step(console, f"built {output}"):
-        built = build.build(optimized, spec, output=output)
-
+def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool, seed: int, rtol: float, atol: float):
+    """Every build is checked against ONNX Runtime when this machine can run it."""
     if no_verify:
         console.print("[yellow]verification skipped (--no-verify)[/]")
     elif not spec.runs_on_host():
@@ -183,9 +154,73 @@ def compile_command(model, target, output, input_shapes, dump_ir, no_verify, no_
         from dlc.verify import verify
 
         with _step(console, "verified against ONNX Runtime"):
-            report = verify(model, built.library, seed=seed, **_tolerances(rtol, atol))
+            report = verify(model, library, seed=seed, rtol=rtol, atol=atol)
         _print_report(report)
-        _raise_on_mismatch(report, built.library)
+        _raise_on_mismatch(report, library)
+
+
+def _print_tuning_applied(console, applied) -> None:
+    if applied is None:
+        return
+    console.print(
+        f"  tuned records applied to {applied.tasks_with_records} of {applied.tasks_total} kernels "
+        f"({applied.flops_share:.0%} of the model's FLOPs) from {applied.logs / applied.target_key}"
+    )
+    kept = applied.tasks_recorded - applied.tasks_with_records
+    if kept:
+        console.print(f"  {kept} kernel(s) keep their default schedule, measured faster than their best record")
+    if applied.tasks_recorded == 0:
+        console.print(
+            f"  [yellow]no records for target key {applied.target_key} in {applied.logs}[/]"
+            f" [dim](tune with `dlc tune ... --target` the same target)[/]"
+        )
+
+
+def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...], *, fold: bool = True, dump_ir=None):
+    from dlc import frontend, pipeline
+
+    shapes = _input_shapes(input_shapes)
+    with _step(console, "loaded, checked and folded"):
+        loaded = frontend.load_model(model, input_shapes=shapes, fold=fold)
+    console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
+    with _step(console, "imported to Relax"):
+        imported = frontend.import_model(loaded)
+    with _step(console, "fused"):
+        optimized = pipeline.optimize(imported, spec, dump_ir=dump_ir)
+    console.print(f"  {optimized.kernels} fused kernels")
+    return optimized
+
+
+@cli.command("compile", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", default="host", show_default=True, help="Preset, TVM string or JSON.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Library path [MODEL.so].")
+@input_shape_option
+@click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the IR after each stage here.")
+@click.option("--dump-asm", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the generated assembly here (see which vector instructions the target got).")
+@click.option("--tuning-logs", type=click.Path(path_type=Path), help="Apply the best tuned record per kernel from here.")
+@click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
+@click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
+@_with(tolerance_options)
+def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, no_verify, no_fold, rtol,
+                    atol, seed):
+    """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
+    from dlc import build
+    from dlc.target import parse_target
+
+    spec = parse_target(target)
+    output = output or Path(model.stem + ".so")
+    console = _console()
+    console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
+    optimized = _load_and_optimize(console, model, spec, input_shapes, fold=not no_fold, dump_ir=dump_ir)
+    with _step(console, f"built {output}"):
+        built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm)
+    _print_tuning_applied(console, built.tuning)
+    if dump_asm:
+        console.print(f"  assembly written to {dump_asm}")
+
+    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=seed, **_tolerances(rtol, atol))
     click.echo(f"{built.library} ({built.kernels} kernels, built in {built.seconds:.1f} s; manifest {built.manifest_path})")
 
 
@@ -276,6 +311,170 @@ def targets_command():
     for spec in list_presets():
         runs = "yes" if spec.runs_on_host() else "no"
         table.add_row(spec.name, runs, f"{spec.description}\n[dim]{spec}[/]")
+    Console(highlight=False).print(table)
+
+
+def parse_duration(text: str) -> float:
+    """'20m', '90s', '1h30m' or plain seconds -> seconds."""
+    import re
+
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InputError(f"bad duration {text!r}", hint="write e.g. 20m, 90s, 1h30m or a number of seconds")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+@cli.command("tune", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-t", "--target", default="host", show_default=True, help="Preset, TVM string or JSON.")
+@input_shape_option
+@click.option("--trials", type=int, default=1000, show_default=True, help="Trial budget, trials already on disk included.")
+@click.option("--time-budget", default=None, metavar="DURATION", help="Wall-clock budget, e.g. 20m (whichever ends first).")
+@click.option("--tasks", default=None, metavar="A,B", help="Tune only these tasks (names or indexes from --list-tasks).")
+@click.option("--logs", type=click.Path(path_type=Path), default=Path("tuning_logs"), show_default=True, help="Tuning-log directory.")
+@click.option("--list-tasks", is_flag=True, help="Show the tasks and stop.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Tuned library path [MODEL.so].")
+@click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
+@click.option("--no-bench", is_flag=True, help="Skip the untuned / tuned / ONNX Runtime latency comparison.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
+def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed):
+    """Autotune MODEL's kernels for TARGET, then build, verify and benchmark the result.
+
+    Every measured trial is appended to LOGS at once; rerunning the same command resumes,
+    counting the trials already on disk toward --trials.
+    """
+    from dlc import tuning
+    from dlc.logstore import open_store
+    from dlc.target import parse_target
+
+    spec = parse_target(target)
+    budget_seconds = parse_duration(time_budget) if time_budget else None
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    console = _console()
+    console.print(f"[bold]dlc tune[/] {model}  target [cyan]{spec.name}[/] ({spec})  logs {logs / spec.key}")
+    optimized = _load_and_optimize(console, model, spec, input_shapes)
+
+    if list_tasks:
+        _print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
+        return
+    if not spec.runs_on_host():
+        raise InputError(
+            f"target '{spec.name}' cannot run on this machine, so its kernels cannot be measured here",
+            hint="tune on the board itself (remote measurement through an RPC tracker is planned)",
+        )
+    result = _run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
+                         task_names=task_names, seed=seed)
+    _print_tuning_result(result)
+    if result.stopped_by == "interrupted":
+        console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "
+                      "rerun the same command to resume[/]")
+        sys.exit(130)
+    _build_tuned(console, optimized, spec, model, logs, output or Path(model.stem + ".so"),
+                 no_verify=no_verify, no_bench=no_bench)
+
+
+def _run_tuning(console, optimized, spec, **kwargs):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dlc import tuning
+
+    columns = [
+        TextColumn("[bold]{task.fields[task]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials  est. model {task.fields[estimate]}  left {task.fields[left]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as bar:
+        row = bar.add_task("tuning", total=None, task="measuring default schedules", estimate="-", left="-")
+
+        def show(p: tuning.Progress) -> None:
+            estimate = f"{p.estimated_model_us / 1e3:.3f} ms" if p.estimated_model_us else "-"
+            left = "-" if p.remaining is None else f"{p.remaining / 60:.1f} min"
+            bar.update(row, total=p.trial_budget, completed=p.trials_done, estimate=estimate, left=left,
+                       task=f"task {p.task_position}/{p.tasks_total} {p.task_name[:28]}")
+
+        return tuning.tune(optimized, spec, on_progress=show, **kwargs)
+
+
+def _print_task_list(tasks, store) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    total = sum(t.weight * t.flops for t in tasks) or 1.0
+    table = Table(title=f"{len(tasks)} tuning tasks, heaviest first")
+    for column in ("#", "task", "shapes", "weight", "MFLOP", "FLOPs share", "trials on disk", "best µs"):
+        table.add_column(column, justify="right" if column not in ("task", "shapes") else "left", overflow="fold")
+    for t in tasks:
+        best = store.best_seconds(t.workload_hash)
+        table.add_row(str(t.index), t.name, t.signature, str(t.weight), f"{t.flops / 1e6:.2f}",
+                      f"{t.weight * t.flops / total:.1%}", str(store.trial_count(t.workload_hash)),
+                      "-" if best is None else f"{best * 1e6:.1f}")
+    Console(highlight=False).print(table)
+
+
+def _print_tuning_result(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title="tuning result per task (tasks with trials)")
+    for column in ("#", "task", "trials (run/total)", "default µs", "best µs", "speed-up", "errors"):
+        table.add_column(column, justify="left" if column == "task" else "right", overflow="fold")
+    for o in result.tasks:
+        if not o.trials_total and not o.build_errors + o.run_errors:
+            continue
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        speedup = "-" if o.speedup is None else f"{o.speedup:.2f}x"
+        errors = f"{o.build_errors} build, {o.run_errors} run" if o.build_errors + o.run_errors else "0"
+        table.add_row(str(o.task.index), o.task.name, f"{o.trials_run}/{o.trials_total}", fmt(o.default_us),
+                      fmt(o.best_us), speedup, errors)
+    console.print(table)
+    for o in result.tasks:
+        for reason in o.error_reasons:
+            console.print(f"  [red]{o.task.name}[/]: {reason}")
+    estimate = result.estimated_model_us
+    console.print(
+        f"{result.trials_run} trials in {result.seconds / 60:.1f} min ({result.trials_on_disk_before} already on disk), "
+        f"stopped by {result.stopped_by}; estimated model time "
+        f"{'-' if estimate is None else f'{estimate / 1e3:.3f} ms'}; records in {result.logs}"
+    )
+
+
+def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench):
+    import tempfile
+
+    from dlc import build
+    from dlc.bench import ORT, compare_latency
+    from dlc.verify import DEFAULT_ATOL, DEFAULT_RTOL
+
+    with _step(console, f"built {output} with the tuned records"):
+        built = build.build(optimized, spec, output=output, tuning_logs=logs)
+    _print_tuning_applied(console, built.tuning)
+    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=0, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
+    if no_bench:
+        return
+    with tempfile.TemporaryDirectory(prefix="dlc-untuned-") as tmp:
+        with _step(console, "built the untuned library for comparison"):
+            untuned = build.build(optimized, spec, output=Path(tmp) / "untuned.so")
+        with _step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
+            bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library})
+    _print_bench(bench)
+
+
+def _print_bench(bench) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"latency, {bench.threads} threads each, median of {bench.rounds}x{bench.block} calls")
+    for column in ("engine", "median ms", "min ms", "vs ONNX Runtime"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for latency in bench.latencies:
+        table.add_row(latency.engine, f"{latency.median_ms:.3f}", f"{latency.min_ms:.3f}",
+                      f"{bench.ratio(latency.engine):.2f}x")
     Console(highlight=False).print(table)
 
 

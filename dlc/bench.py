@@ -1,0 +1,83 @@
+"""Latency of built libraries against ONNX Runtime, measured in one process.
+
+ONNX Runtime's thread pool keeps spinning after each run and steals the cores from
+whatever runs next, so engines are never timed call by call: each runs at its own
+defaults in blocks, the blocks alternate for several rounds, the first call of every
+block is dropped, and the median is compared.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+ORT = "onnxruntime"
+
+
+@dataclass(frozen=True)
+class Latency:
+    engine: str
+    median_ms: float
+    min_ms: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    latencies: tuple[Latency, ...]
+    threads: int
+    rounds: int
+    block: int
+
+    def median(self, engine: str) -> float:
+        return next(l.median_ms for l in self.latencies if l.engine == engine)
+
+    def ratio(self, engine: str, reference: str = ORT) -> float:
+        return self.median(engine) / self.median(reference)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def compare_latency(
+    model_path: Path | str,
+    libraries: Mapping[str, Path | str],
+    *,
+    threads: int | None = None,
+    rounds: int = 4,
+    block: int = 10,
+    seed: int = 0,
+) -> BenchResult:
+    """Median latency of each library (by label) and of ONNX Runtime on `model_path`."""
+    import onnxruntime as ort
+
+    from dlc.runtime import load_library
+    from dlc.verify import make_inputs
+
+    threads = threads or default_threads()
+    loaded = {name: load_library(path) for name, path in libraries.items()}
+    first = next(iter(loaded.values()))
+    inputs = make_inputs(first.manifest.inputs, seed=seed)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    runners = {name: (lambda lib=lib: lib.run(inputs)) for name, lib in loaded.items()}
+    runners[ORT] = lambda: session.run(None, inputs)
+
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for i in range(block + 1):
+                started = time.perf_counter()
+                run()
+                if i:  # the first call of a block pays for the other engine's spinning threads
+                    samples[name].append((time.perf_counter() - started) * 1e3)
+    latencies = tuple(
+        Latency(name, statistics.median(times), min(times), len(times)) for name, times in samples.items()
+    )
+    return BenchResult(latencies, threads, rounds, block)

@@ -1,0 +1,490 @@
+"""Autotuning with MetaSchedule's evolutionary search and XGBoost cost model.
+
+dlc drives the search loop itself (MetaSchedule's TaskScheduler is all-or-nothing): it
+decides which task gets the next batch, stops on a trial or wall-clock budget between
+batches, writes every trial to the log store as soon as it is measured, and on a rerun
+reuses trials already on disk instead of measuring them again.
+
+Trial allocation: every selected task is first measured once with its default schedule,
+which gives its share of model time. The next batch then goes to the task with the largest
+`weight x best latency x expected gain`, where the expected gain is 0.5 for a task not yet
+searched and, afterwards, the relative improvement its last batch achieved (at least 0.05).
+Kernels that cost little model time are never searched; a task whose search space is
+exhausted drops out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Literal
+
+from dlc.errors import TuningError
+from dlc.logstore import LogStore, Trial, open_store
+
+if TYPE_CHECKING:
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from dlc.pipeline import OptimizedModel
+    from dlc.target import TargetSpec
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["trials", "time", "exhausted", "interrupted", "already-done"]
+FIRST_GAIN = 0.5
+MIN_GAIN = 0.05
+
+
+@dataclass(frozen=True)
+class TuningTask:
+    index: int
+    name: str
+    workload_hash: str
+    mod: tvm.IRModule  # the kernel, keyed in the database by its structure
+    weight: int  # calls per model run
+    flops: float  # per call
+    signature: str  # argument shapes, e.g. "1x3x48x192, 8x3x3x3 -> 1x8x24x96"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task: TuningTask
+    trials_run: int  # measured in this run
+    trials_total: int  # on disk, this run included
+    default_us: float | None
+    best_us: float | None  # best tuned record, any run
+    build_errors: int
+    run_errors: int
+    error_reasons: tuple[str, ...]
+
+    @property
+    def speedup(self) -> float | None:
+        if self.default_us is None or self.best_us is None:
+            return None
+        return self.default_us / self.best_us
+
+    @property
+    def effective_us(self) -> float | None:
+        """What a build with the records will run: the better of tuned and default."""
+        candidates = [t for t in (self.default_us, self.best_us) if t is not None]
+        return min(candidates) if candidates else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    task_name: str
+    task_position: int  # 1-based index among all tasks
+    tasks_total: int
+    trials_done: int  # this run
+    trial_budget: int  # for this run
+    estimated_model_us: float | None
+    elapsed: float
+    remaining: float | None  # seconds of wall-clock budget left
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    logs: Path
+    target_key: str
+    tasks: tuple[TaskOutcome, ...]
+    trials_run: int
+    trials_on_disk_before: int
+    seconds: float
+    stopped_by: StopReason
+
+    @property
+    def estimated_model_us(self) -> float | None:
+        times = [o.task.weight * o.effective_us for o in self.tasks if o.effective_us is not None]
+        return sum(times) if times else None
+
+
+def load_cpu_tensor_intrinsics() -> None:
+    """Register only the CPU tensor intrinsics MetaSchedule may use (x86, ARM, RISC-V).
+
+    `tvm.s_tir.tensor_intrin` also registers the CUDA ones, which costs ~20 s per process
+    here (the CPU ones ~1 s), and MetaSchedule imports it in every TuneContext and build.
+    """
+    import importlib
+    import sys
+    import types
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    package = types.ModuleType(name)
+    package.__path__ = [str(Path(tvm.s_tir.__path__[0]) / "tensor_intrin")]
+    package.__package__ = name
+    sys.modules[name] = package
+    for sub in ("x86", "arm_cpu", "riscv_cpu"):
+        try:
+            importlib.import_module(f"{name}.{sub}")
+        except Exception as err:  # an intrinsic set that fails to load only limits the search
+            log.warning("could not register %s tensor intrinsics: %s", sub, err)
+
+
+# ---------------------------------------------------------------------- tasks
+
+
+def extract_tasks(optimized: OptimizedModel, target: TargetSpec) -> list[TuningTask]:
+    """The fused kernels of `optimized`, heaviest (weight x FLOPs) first."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    tasks = []
+    for extracted in ms.relax_integration.extract_tasks(optimized.mod, target.to_tvm()):
+        mod = extracted.dispatched[0]
+        args = ArgInfo.from_prim_func(mod["main"])
+        shapes = ["x".join(str(int(d)) for d in a.shape) or "scalar" for a in args]
+        signature = ", ".join(shapes[:-1]) + " -> " + shapes[-1] if len(shapes) > 1 else shapes[0]
+        tasks.append(
+            TuningTask(
+                index=0,
+                name=str(extracted.task_name),
+                workload_hash=str(ms.database.Workload(mod).as_json()[0]),
+                mod=mod,
+                weight=int(extracted.weight),
+                flops=float(estimate_tir_flops(mod)),
+                signature=signature,
+            )
+        )
+    tasks.sort(key=lambda t: -t.weight * t.flops)
+    return [replace(task, index=i) for i, task in enumerate(tasks)]
+
+
+def select_tasks(tasks: list[TuningTask], names: list[str] | None) -> list[TuningTask]:
+    if not names:
+        return tasks
+    by_name = {t.name: t for t in tasks}
+    chosen = []
+    for name in names:
+        if name.isdigit() and int(name) < len(tasks):
+            chosen.append(tasks[int(name)])
+        elif name in by_name:
+            chosen.append(by_name[name])
+        else:
+            raise TuningError(
+                f"no task named {name!r}",
+                hint="`dlc tune MODEL --list-tasks` shows the tasks; pass names or indexes",
+            )
+    return chosen
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def in_process_builder() -> ms.builder.Builder:
+    """Builds candidates in this process: the stock LocalBuilder starts a fresh process pool
+    per batch whose workers each import tvm.s_tir.tensor_intrin (30-40 s here) and time out."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for build_input in build_inputs:
+                try:
+                    module = default_build(build_input.mod, build_input.target, None)
+                    results.append(ms.builder.BuilderResult(default_export(module), None))
+                except Exception as err:  # a bad candidate is data, not a crash
+                    results.append(ms.builder.BuilderResult(None, _reason(err)))
+            return results
+
+    return InProcessBuilder()
+
+
+def local_runner(*, timeout_sec: float = 30.0) -> ms.runner.Runner:
+    """Times candidates in one persistent worker process, so a crashing kernel costs a restart."""
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
+
+
+def _reason(err: BaseException | str) -> str:
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+@dataclass
+class _TaskState:
+    task: TuningTask
+    context: object | None = None  # its TuneContext, once searched
+    workload: object | None = None  # its database Workload, once searched
+    default_us: float | None = None
+    best_us: float | None = None
+    last_gain: float = FIRST_GAIN
+    exhausted: bool = False
+    trials_run: int = 0
+    build_errors: int = 0
+    run_errors: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def score(self) -> float:
+        latency = self.best_us if self.best_us is not None else self.default_us
+        if self.exhausted or latency is None:
+            return -1.0
+        return self.task.weight * latency * self.last_gain
+
+
+def _measure(builder, runner, target, mods_and_args) -> list[tuple[tuple[float, ...] | None, str | None]]:
+    """Build and run each (mod, args_info); return (run_secs, error) per item, in order."""
+    import shutil
+
+    from tvm.s_tir import meta_schedule as ms
+
+    built = builder.build([ms.builder.BuilderInput(mod, target) for mod, _ in mods_and_args])
+    outcomes: list[tuple[tuple[float, ...] | None, str | None]] = [(None, None)] * len(built)
+    to_run = []
+    for i, result in enumerate(built):
+        if result.error_msg:
+            outcomes[i] = (None, "build: " + _reason(result.error_msg))
+        else:
+            to_run.append(i)
+    futures = runner.run(
+        [ms.runner.RunnerInput(str(built[i].artifact_path), "cpu", mods_and_args[i][1]) for i in to_run]
+    )
+    for i, future in zip(to_run, futures):
+        result = future.result()
+        if result.error_msg:
+            outcomes[i] = (None, "run: " + _reason(result.error_msg))
+        else:
+            outcomes[i] = (tuple(float(s) for s in result.run_secs), None)
+        shutil.rmtree(Path(str(built[i].artifact_path)).parent, ignore_errors=True)
+    return outcomes
+
+
+# ---------------------------------------------------------------------- the search
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e6
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+class _Search:
+    """The state of one `tune` call: tasks, store, database, cost model, budget."""
+
+    def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int):
+        import os
+
+        from tvm.s_tir import meta_schedule as ms
+
+        self.ms = ms
+        self.store = store
+        self.target = target
+        self.tvm_target = target.to_tvm()
+        self.builder = builder
+        self.runner = runner
+        self.seed = seed
+        self.batch = batch
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.database = store.to_database()
+        self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
+        self.quiet = logging.getLogger("dlc.tuning.metaschedule")
+        self.quiet.setLevel(logging.WARNING)
+
+    def measure_defaults(self, states: list[_TaskState]) -> None:
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+        from dlc.schedule import apply_default_schedules
+
+        todo = []
+        for state in states:
+            known = self.store.default_seconds(state.task.workload_hash)
+            if known is not None:
+                state.default_us = _us(known)
+                continue
+            with self.tvm_target:
+                mod = apply_default_schedules(state.task.mod, self.target).mod
+            todo.append((state, mod))
+        if not todo:
+            return
+        outcomes = _measure(
+            self.builder, self.runner, self.tvm_target,
+            [(mod, ArgInfo.from_prim_func(mod["main"])) for _, mod in todo],
+        )
+        for (state, _), (run_secs, error) in zip(todo, outcomes):
+            self.store.add_workload(state.task.workload_hash, self.ms.database.Workload(state.task.mod).as_json())
+            self.store.add_trial(
+                Trial(state.task.workload_hash, "default", None, run_secs, error), task_name=state.task.name
+            )
+            state.default_us = _us(_mean(run_secs)) if run_secs else None
+            if error:
+                state.reasons.append(f"default schedule: {error}")
+
+    def _start(self, state: _TaskState, max_trials: int):
+        ms = self.ms
+        task = state.task
+        context = ms.TuneContext(
+            task.mod,
+            target=self.tvm_target,
+            space_generator="post-order-apply",
+            search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
+            task_name=task.name,
+            rand_state=self.seed + task.index,
+            num_threads=self.cores,
+            logger=self.quiet,
+        )
+        state.workload = self.database.commit_workload(task.mod)
+        self.store.add_workload(task.workload_hash, state.workload.as_json())
+        # Teach the cost model what earlier runs measured for this kernel.
+        previous = [t for t in self.store.trials.get(task.workload_hash, ()) if t.run_secs and t.record_json]
+        if previous:
+            records = [ms.database.TuningRecord.from_json(t.record_json, state.workload) for t in previous]
+            self.cost_model.update(
+                context,
+                [r.as_measure_candidate() for r in records],
+                [ms.runner.RunnerResult(list(t.run_secs), None) for t in previous],
+            )
+        context.pre_tuning(
+            max_trials=max_trials, num_trials_per_iter=self.batch, database=self.database, cost_model=self.cost_model
+        )
+        state.context = context
+        return context
+
+    def run_batch(self, state: _TaskState, limit: int, max_trials: int) -> int | None:
+        """Measure up to `limit` new candidates of `state`'s task; None when its space is exhausted."""
+        import tvm_ffi
+
+        ms = self.ms
+        task = state.task
+        context = state.context or self._start(state, max_trials)
+        workload = state.workload
+        candidates = context.generate_measure_candidates()
+        if not candidates:
+            return None
+        candidates = list(candidates)[:limit]
+        known = self.store.measured_candidates(task.workload_hash)
+        hashes = [str(tvm_ffi.structural_hash(c.sch.mod)) for c in candidates]
+        fresh = [i for i, h in enumerate(hashes) if h not in known]
+        outcomes = dict(zip(fresh, _measure(
+            self.builder, self.runner, self.tvm_target, [(candidates[i].sch.mod, candidates[i].args_info) for i in fresh]
+        ))) if fresh else {}
+        results = []
+        previous_best = state.best_us if state.best_us is not None else state.default_us
+        for i, candidate in enumerate(candidates):
+            if i in outcomes:
+                run_secs, error = outcomes[i]
+                record = ms.database.TuningRecord(
+                    candidate.sch.trace, workload, list(run_secs) if run_secs else None, self.tvm_target, candidate.args_info
+                )
+                self.store.add_trial(Trial(task.workload_hash, hashes[i], record.as_json(), run_secs, error), task_name=task.name)
+                if run_secs:
+                    self.database.commit_tuning_record(record)
+                elif error and error.startswith("build"):
+                    state.build_errors += 1
+                else:
+                    state.run_errors += 1
+                if error and len(state.reasons) < 5 and error not in state.reasons:
+                    state.reasons.append(error)
+            else:
+                run_secs, error = known[hashes[i]].run_secs, known[hashes[i]].error
+            results.append(ms.runner.RunnerResult(list(run_secs) if run_secs else None, error))
+            if run_secs:
+                us = _mean(run_secs) * 1e6
+                state.best_us = us if state.best_us is None else min(state.best_us, us)
+        context.notify_runner_results(candidates, results)
+        self.cost_model.update(context, candidates, results)
+        if previous_best and state.best_us is not None:
+            state.last_gain = max(MIN_GAIN, (previous_best - state.best_us) / previous_best)
+        else:
+            state.last_gain = MIN_GAIN
+        state.trials_run += len(fresh)
+        return len(fresh)
+
+
+def tune(
+    optimized: OptimizedModel,
+    target: TargetSpec,
+    *,
+    logs: Path | str,
+    trials: int,
+    time_budget: float | None = None,
+    task_names: list[str] | None = None,
+    trials_per_batch: int = 16,
+    seed: int = 0,
+    on_progress: Callable[[Progress], None] | None = None,
+    builder: ms.builder.Builder | None = None,
+    runner: ms.runner.Runner | None = None,
+) -> TuningResult:
+    """Search schedules for the kernels of `optimized` until `trials` (on disk included) or
+    `time_budget` seconds run out; every trial is appended to `logs` as it is measured."""
+    if trials < 0:
+        raise TuningError(f"--trials must be positive, not {trials}", hint="e.g. --trials 300")
+    started = time.perf_counter()
+    load_cpu_tensor_intrinsics()
+    store = open_store(logs, target)
+    all_tasks = extract_tasks(optimized, target)
+    selected = select_tasks(all_tasks, task_names)
+    on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
+    budget = max(0, trials - on_disk)
+    search = _Search(store, target, builder or in_process_builder(), runner or local_runner(), seed=seed, batch=trials_per_batch)
+    states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
+    done, batch_seconds = 0, []
+    stop: StopReason = "already-done" if budget == 0 else "trials"
+
+    def report(state: _TaskState) -> None:
+        if on_progress is None:
+            return
+        elapsed = time.perf_counter() - started
+        estimate = [s.task.weight * min(x for x in (s.best_us, s.default_us) if x is not None)
+                    for s in states if s.best_us is not None or s.default_us is not None]
+        on_progress(Progress(
+            state.task.name, state.task.index + 1, len(states), done, budget,
+            sum(estimate) if estimate else None, elapsed,
+            None if time_budget is None else max(0.0, time_budget - elapsed),
+        ))
+
+    try:
+        search.measure_defaults(states)
+        chosen = [states[t.index] for t in selected]
+        while budget and done < budget:
+            elapsed = time.perf_counter() - started
+            if time_budget is not None and elapsed + (_mean(batch_seconds) if batch_seconds else 0) > time_budget:
+                stop = "time"
+                break
+            state = max(chosen, key=_TaskState.score)
+            if state.score() < 0:
+                stop = "exhausted"
+                break
+            batch_started = time.perf_counter()
+            measured = search.run_batch(state, min(trials_per_batch, budget - done), budget)
+            if measured is None:
+                state.exhausted = True
+                continue
+            done += measured
+            batch_seconds.append(time.perf_counter() - batch_started)
+            report(state)
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    finally:
+        for state in states:
+            if state.context is not None:
+                state.context.post_tuning()
+
+    outcomes = tuple(
+        TaskOutcome(
+            task=s.task,
+            trials_run=s.trials_run,
+            trials_total=store.trial_count(s.task.workload_hash),
+            default_us=s.default_us,
+            best_us=s.best_us,
+            build_errors=s.build_errors,
+            run_errors=s.run_errors,
+            error_reasons=tuple(s.reasons),
+        )
+        for s in states
+    )
+    return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop)

@@ -1,0 +1,100 @@
+"""Real MetaSchedule tuning on a tiny model: records written, applied, resumable, failures counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from dlc import build, frontend, pipeline, tuning
+from dlc.logstore import DEFAULT, open_store
+from dlc.target import parse_target
+from dlc.verify import verify
+from tests.conftest import run_dlc
+
+HOST = parse_target("host")
+
+
+@pytest.fixture(scope="module")
+def optimized(tiny):
+    return pipeline.optimize(frontend.import_model(frontend.load_model(tiny("conv_relu_pool"))), HOST)
+
+
+def _lines(logs):
+    return [json.loads(line) for line in (logs / HOST.key / "records.jsonl").read_text().splitlines()]
+
+
+def test_tune_writes_records_and_the_build_applies_them(tiny, tmp_path, optimized):
+    logs = tmp_path / "logs"
+    result = run_dlc("tune", str(tiny("conv_relu_pool")), "--trials", "16", "--logs", str(logs),
+                     "-o", str(tmp_path / "tuned.so"), "--no-bench")
+    assert result.returncode == 0, result.stderr
+    assert "16 trials in" in result.stdout and "verified against ONNX Runtime" in result.stderr
+    lines = _lines(logs)
+    searched = [line for line in lines if line["candidate"] != DEFAULT]
+    assert len(searched) == 16 and all(line["run_secs"] or line["error"] for line in searched)
+    assert {line["hash"] for line in searched} <= {json.loads(w)["hash"] for w in (logs / HOST.key / "workloads.jsonl").read_text().splitlines()}
+
+    # Logs shared without default-schedule baselines: every recorded kernel takes its record.
+    records = logs / HOST.key / "records.jsonl"
+    records.write_text("".join(json.dumps(line) + "\n" for line in searched))
+    built = build.build(optimized, HOST, output=tmp_path / "applied.so", tuning_logs=logs)
+    assert built.tuning.tasks_with_records == built.tuning.tasks_recorded >= 1
+    assert built.tuning.flops_share > 0.5  # the conv holds nearly all the FLOPs
+    assert built.manifest["tuning"]["records_applied"] == built.tuning.tasks_with_records
+    assert verify(tiny("conv_relu_pool"), built.library).passed
+
+
+def test_failed_candidates_are_counted_with_their_reason(tmp_path, optimized):
+    real = tuning.in_process_builder()
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class EveryOtherFails(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = list(real.build(build_inputs))
+            return [ms.builder.BuilderResult(None, "injected: bad candidate") if i % 2 else r for i, r in enumerate(results)]
+
+    result = tuning.tune(optimized, HOST, logs=tmp_path, trials=8, trials_per_batch=8, builder=EveryOtherFails())
+    conv = next(o for o in result.tasks if o.trials_run)
+    assert result.trials_run == 8 and conv.build_errors == 4 and conv.run_errors == 0
+    assert "build: injected: bad candidate" in conv.error_reasons
+    errors = [line["error"] for line in _lines(tmp_path) if line["candidate"] != DEFAULT]
+    assert errors.count("build: injected: bad candidate") == 4 and len(errors) == 8
+    assert conv.best_us is not None  # the four good ones were measured
+
+
+def test_killed_run_resumes_without_repeating_trials(tiny, tmp_path):
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "dlc", "tune", str(tiny("conv_relu_pool")), "--trials", "48",
+               "--logs", str(logs), "--no-bench", "--no-verify", "-o", str(tmp_path / "m.so")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = logs / HOST.key / "records.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if records.exists() and sum(1 for line in _lines(logs) if line["candidate"] != DEFAULT) >= 16:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "tuning ended before it could be killed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = [line for line in _lines(logs) if line["candidate"] != DEFAULT]  # every line parses
+    assert 16 <= len(before) < 48
+
+    result = run_dlc(*command[3:])
+    assert result.returncode == 0, result.stderr
+    assert f"({len(before)} already on disk)" in result.stdout
+    after = [line for line in _lines(logs) if line["candidate"] != DEFAULT]
+    assert len(after) == 48
+    repeats = Counter((line["hash"], line["candidate"]) for line in after)
+    assert max(repeats.values()) == 1  # nothing measured twice
+    assert open_store(logs, HOST).skipped_lines == 0
