@@ -6,7 +6,6 @@ The manifest is `<library>.json` (e.g. `model.so.json`): everything `dlc run` an
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlc import __version__
 from dlc.errors import BuildError, DlcError, InputError
+from dlc.fileio import write_json_atomic
 
 if TYPE_CHECKING:
     from dlc.pipeline import OptimizedModel
@@ -74,7 +74,8 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
 
     from dlc.logstore import open_store
     from dlc.schedule import is_scheduled
-    from dlc.tuning import extract_tasks, load_cpu_tensor_intrinsics
+    from dlc.measure import load_cpu_tensor_intrinsics
+    from dlc.tuning import extract_tasks
 
     if not Path(logs).is_dir():
         raise InputError(f"tuning-log directory '{logs}' not found", hint="tune first with `dlc tune`, or fix the path")
@@ -154,12 +155,6 @@ def _export(executable, library: Path, target: TargetSpec) -> None:
         ) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _manifest(

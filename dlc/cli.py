@@ -448,7 +448,7 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
     import tempfile
 
     from dlc import build
-    from dlc.bench import ORT, compare_latency
+    from dlc.bench import compare_latency
     from dlc.verify import DEFAULT_ATOL, DEFAULT_RTOL
 
     with _step(console, f"built {output} with the tuned records"):

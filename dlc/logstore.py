@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlc.errors import LogStoreError
+from dlc.fileio import write_json_atomic
 
 if TYPE_CHECKING:
     from tvm.s_tir import meta_schedule as ms
@@ -161,9 +162,7 @@ def open_store(root: Path | str, target: TargetSpec, *, create: bool = True) -> 
             return LogStore(path, target.key)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            tmp = path / f".target.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(header, indent=2) + "\n")
-            os.replace(tmp, header_path)
+            write_json_atomic(header_path, header)
         except OSError as err:
             raise LogStoreError(
                 f"cannot create tuning-log folder '{path}': {err.strerror}",

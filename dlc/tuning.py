@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from dlc.errors import TuningError
 from dlc.logstore import LogStore, Trial, open_store
+from dlc.measure import in_process_builder, load_cpu_tensor_intrinsics, local_runner, measure
 
 if TYPE_CHECKING:
     import tvm
@@ -101,32 +102,6 @@ class TuningResult:
         return sum(times) if times else None
 
 
-def load_cpu_tensor_intrinsics() -> None:
-    """Register only the CPU tensor intrinsics MetaSchedule may use (x86, ARM, RISC-V).
-
-    `tvm.s_tir.tensor_intrin` also registers the CUDA ones, which costs ~20 s per process
-    here (the CPU ones ~1 s), and MetaSchedule imports it in every TuneContext and build.
-    """
-    import importlib
-    import sys
-    import types
-
-    import tvm.s_tir
-
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    package = types.ModuleType(name)
-    package.__path__ = [str(Path(tvm.s_tir.__path__[0]) / "tensor_intrin")]
-    package.__package__ = name
-    sys.modules[name] = package
-    for sub in ("x86", "arm_cpu", "riscv_cpu"):
-        try:
-            importlib.import_module(f"{name}.{sub}")
-        except Exception as err:  # an intrinsic set that fails to load only limits the search
-            log.warning("could not register %s tensor intrinsics: %s", sub, err)
-
-
 # ---------------------------------------------------------------------- tasks
 
 
@@ -175,45 +150,6 @@ def select_tasks(tasks: list[TuningTask], names: list[str] | None) -> list[Tunin
     return chosen
 
 
-# ---------------------------------------------------------------------- measuring
-
-
-def in_process_builder() -> ms.builder.Builder:
-    """Builds candidates in this process: the stock LocalBuilder starts a fresh process pool
-    per batch whose workers each import tvm.s_tir.tensor_intrin (30-40 s here) and time out."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-    from tvm.ir.utils import derived_object
-
-    @derived_object
-    class InProcessBuilder(ms.builder.PyBuilder):
-        def build(self, build_inputs):
-            results = []
-            for build_input in build_inputs:
-                try:
-                    module = default_build(build_input.mod, build_input.target, None)
-                    results.append(ms.builder.BuilderResult(default_export(module), None))
-                except Exception as err:  # a bad candidate is data, not a crash
-                    results.append(ms.builder.BuilderResult(None, _reason(err)))
-            return results
-
-    return InProcessBuilder()
-
-
-def local_runner(*, timeout_sec: float = 30.0) -> ms.runner.Runner:
-    """Times candidates in one persistent worker process, so a crashing kernel costs a restart."""
-    from tvm.s_tir import meta_schedule as ms
-
-    config = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
-    return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
-
-
-def _reason(err: BaseException | str) -> str:
-    text = str(err).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(err).__name__)[:300]
-
-
 @dataclass
 class _TaskState:
     task: TuningTask
@@ -233,33 +169,6 @@ class _TaskState:
         if self.exhausted or latency is None:
             return -1.0
         return self.task.weight * latency * self.last_gain
-
-
-def _measure(builder, runner, target, mods_and_args) -> list[tuple[tuple[float, ...] | None, str | None]]:
-    """Build and run each (mod, args_info); return (run_secs, error) per item, in order."""
-    import shutil
-
-    from tvm.s_tir import meta_schedule as ms
-
-    built = builder.build([ms.builder.BuilderInput(mod, target) for mod, _ in mods_and_args])
-    outcomes: list[tuple[tuple[float, ...] | None, str | None]] = [(None, None)] * len(built)
-    to_run = []
-    for i, result in enumerate(built):
-        if result.error_msg:
-            outcomes[i] = (None, "build: " + _reason(result.error_msg))
-        else:
-            to_run.append(i)
-    futures = runner.run(
-        [ms.runner.RunnerInput(str(built[i].artifact_path), "cpu", mods_and_args[i][1]) for i in to_run]
-    )
-    for i, future in zip(to_run, futures):
-        result = future.result()
-        if result.error_msg:
-            outcomes[i] = (None, "run: " + _reason(result.error_msg))
-        else:
-            outcomes[i] = (tuple(float(s) for s in result.run_secs), None)
-        shutil.rmtree(Path(str(built[i].artifact_path)).parent, ignore_errors=True)
-    return outcomes
 
 
 # ---------------------------------------------------------------------- the search
@@ -311,7 +220,7 @@ class _Search:
             todo.append((state, mod))
         if not todo:
             return
-        outcomes = _measure(
+        outcomes = measure(
             self.builder, self.runner, self.tvm_target,
             [(mod, ArgInfo.from_prim_func(mod["main"])) for _, mod in todo],
         )
@@ -369,7 +278,7 @@ class _Search:
         known = self.store.measured_candidates(task.workload_hash)
         hashes = [str(tvm_ffi.structural_hash(c.sch.mod)) for c in candidates]
         fresh = [i for i, h in enumerate(hashes) if h not in known]
-        outcomes = dict(zip(fresh, _measure(
+        outcomes = dict(zip(fresh, measure(
             self.builder, self.runner, self.tvm_target, [(candidates[i].sch.mod, candidates[i].args_info) for i in fresh]
         ))) if fresh else {}
         results = []
