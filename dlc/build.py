@@ -113,7 +113,9 @@ def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | 
     except Exception as err:
         text = str(err).strip()
         if "CodeGenVM cannot emit this Relax operator" in text:
-            op = text.splitlines()[-1].strip()
+            lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            after = lines.index("Offending call:") + 1 if "Offending call:" in lines else len(lines) - 1
+            op = lines[min(after, len(lines) - 1)]
             raise BuildError(
                 f"an operator was left without a kernel: {op}",
                 hint="its operands have no static shape, usually because a shape is computed "

@@ -49,10 +49,12 @@ def cli(debug: bool) -> None:
     )
 
 
-def _console():
+def _console(*, stderr: bool = True):
+    """Progress goes to stderr, results to stdout; piped output is not folded at 80 columns."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
 
 
 @contextmanager
@@ -109,7 +111,6 @@ def _tolerances(rtol: float | None, atol: float | None) -> dict[str, float]:
 
 
 def _print_report(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"dlc vs ONNX Runtime (rtol {report.rtol:g}, atol {report.atol:g})")
@@ -126,7 +127,7 @@ def _print_report(report) -> None:
             f"{out.mismatches}/{out.size}",
             "[green]ok[/]" if out.passed else "[red]MISMATCH[/]",
         )
-    Console(highlight=False).print(table)
+    _console(stderr=False).print(table)
 
 
 def _raise_on_mismatch(report, library: Path) -> None:
@@ -270,13 +271,12 @@ def run_command(library, inputs, outputs, seed):
 @click.argument("model", type=click.Path(path_type=Path))
 def inspect_command(model):
     """Show MODEL's inputs, outputs, operators and what TVM cannot import."""
-    from rich.console import Console
     from rich.table import Table
 
     from dlc.frontend import inspect_model
 
     info = inspect_model(model)
-    console = Console(highlight=False)
+    console = _console(stderr=False)
     console.print(f"[bold]{info.path}[/]  sha256 {info.sha256[:16]}…")
     console.print(f"ONNX IR {info.ir_version}, opset {info.opset}, producer {info.producer or '?'}, "
                   f"{info.num_parameters:,} parameters")
@@ -299,7 +299,6 @@ def inspect_command(model):
 @cli.command("targets", context_settings=CONTEXT)
 def targets_command():
     """List the named target presets."""
-    from rich.console import Console
     from rich.table import Table
 
     from dlc.target import list_presets
@@ -311,7 +310,7 @@ def targets_command():
     for spec in list_presets():
         runs = "yes" if spec.runs_on_host() else "no"
         table.add_row(spec.name, runs, f"{spec.description}\n[dim]{spec}[/]")
-    Console(highlight=False).print(table)
+    _console(stderr=False).print(table)
 
 
 def parse_duration(text: str) -> float:
@@ -401,7 +400,6 @@ def _run_tuning(console, optimized, spec, **kwargs):
 
 
 def _print_task_list(tasks, store) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     total = sum(t.weight * t.flops for t in tasks) or 1.0
@@ -413,14 +411,13 @@ def _print_task_list(tasks, store) -> None:
         table.add_row(str(t.index), t.name, t.signature, str(t.weight), f"{t.flops / 1e6:.2f}",
                       f"{t.weight * t.flops / total:.1%}", str(store.trial_count(t.workload_hash)),
                       "-" if best is None else f"{best * 1e6:.1f}")
-    Console(highlight=False).print(table)
+    _console(stderr=False).print(table)
 
 
 def _print_tuning_result(result) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console(stderr=False)
     table = Table(title="tuning result per task (tasks with trials)")
     for column in ("#", "task", "trials (run/total)", "default µs", "best µs", "speed-up", "errors"):
         table.add_column(column, justify="left" if column == "task" else "right", overflow="fold")
@@ -466,7 +463,6 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
 
 
 def _print_bench(bench) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"latency, {bench.threads} threads each, median of {bench.rounds}x{bench.block} calls")
@@ -475,7 +471,7 @@ def _print_bench(bench) -> None:
     for latency in bench.latencies:
         table.add_row(latency.engine, f"{latency.median_ms:.3f}", f"{latency.min_ms:.3f}",
                       f"{bench.ratio(latency.engine):.2f}x")
-    Console(highlight=False).print(table)
+    _console(stderr=False).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,3 +123,29 @@ def test_inspect(tiny):
     result = run_dlc("inspect", str(tiny("unsupported_ops")))
     assert result.returncode == 0
     assert "com.example.FancyOp x2" in result.stdout and "StringNormalizer x1" in result.stdout
+
+
+def test_tune_bad_time_budget(tiny):
+    _fails(run_dlc("tune", str(tiny("conv_relu_pool")), "--time-budget", "20 minutes"), 2, "bad duration '20 minutes'", "20m")
+
+
+def test_tune_unknown_task(tiny, tmp_path):
+    result = run_dlc("tune", str(tiny("conv_relu_pool")), "--tasks", "nope", "--logs", str(tmp_path / "logs"))
+    _fails(result, 4, "no task named 'nope'", "--list-tasks")
+    assert not (tmp_path / "logs").exists()
+
+
+def test_tune_refuses_a_target_it_cannot_measure(tiny, tmp_path):
+    result = run_dlc("tune", str(tiny("conv_relu_pool")), "-t", "cortex-a72", "--logs", str(tmp_path / "logs"))
+    _fails(result, 2, "target 'cortex-a72' cannot run on this machine", "RPC")
+
+
+def test_tune_list_tasks(tiny, tmp_path):
+    result = run_dlc("tune", str(tiny("conv_relu_pool")), "--list-tasks", "--logs", str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr
+    assert "fused_conv2d" in result.stdout and "FLOPs share" in result.stdout
+
+
+def test_compile_with_missing_tuning_logs(tiny, tmp_path):
+    result = run_dlc("compile", str(tiny("conv_relu_pool")), "--tuning-logs", str(tmp_path / "none"), "-o", str(tmp_path / "a.so"))
+    _fails(result, 2, "tuning-log directory", "dlc tune")
