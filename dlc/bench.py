@@ -66,7 +66,7 @@ def compare_latency(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    runners = {name: (lambda lib=lib: lib.run(inputs)) for name, lib in loaded.items()}
+    runners = {name: lib.bind(inputs) for name, lib in loaded.items()}
     runners[ORT] = lambda: session.run(None, inputs)
 
     samples: dict[str, list[float]] = {name: [] for name in runners}

@@ -170,3 +170,136 @@ def unsupported_ops(path: Path) -> Path:
     )
     onnx.save(model, str(path))
     return path
+
+
+def depthwise_grouped_conv(path: Path) -> Path:
+    """MobileNet-style block: depthwise 3x3 (group=C, stride 2), HardSwish, grouped 1x1
+    (group=2), residual Add, then a dense conv to 18 channels (not a multiple of a vector)."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w_dw", "b_dw"], ["dw"], name="depthwise", group=16,
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("HardSwish", ["dw"], ["act"], name="hardswish"),
+        helper.make_node("Conv", ["act", "w_g", "b_g"], ["g"], name="grouped", group=2),
+        helper.make_node("Add", ["g", "act"], ["res"], name="residual"),
+        helper.make_node("Conv", ["res", "w_o"], ["y"], name="conv18", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "depthwise_grouped_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 18, 10, 10])],
+        [
+            _init("w_dw", rng.standard_normal((16, 1, 3, 3)).astype(np.float32)),
+            _init("b_dw", rng.standard_normal(16).astype(np.float32)),
+            _init("w_g", (rng.standard_normal((16, 8, 1, 1)) * 0.3).astype(np.float32)),
+            _init("b_g", rng.standard_normal(16).astype(np.float32)),
+            _init("w_o", (rng.standard_normal((18, 16, 3, 3)) * 0.1).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def attention_block(path: Path) -> Path:
+    """Batch-matmul of two activations (q @ k^T), Softmax, batch-matmul with v, LayerNorm,
+    then a Gemm (dense, transB) with bias: the transformer kernels."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+        helper.make_node("Transpose", ["k"], ["kt"], name="k_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="qk"),
+        helper.make_node("Softmax", ["scores"], ["attn"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["attn", "x"], ["ctx"], name="attn_v"),
+        helper.make_node("LayerNormalization", ["ctx", "gamma", "beta"], ["norm"], name="layernorm", axis=-1),
+        helper.make_node("Reshape", ["norm", "flat_shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [24, 40])],
+        [
+            _init("wq", (rng.standard_normal((32, 32)) * 0.2).astype(np.float32)),
+            _init("wk", (rng.standard_normal((32, 32)) * 0.2).astype(np.float32)),
+            _init("gamma", rng.standard_normal(32).astype(np.float32)),
+            _init("beta", rng.standard_normal(32).astype(np.float32)),
+            _init("flat_shape", np.array([24, 32], np.int64)),
+            _init("w_fc", (rng.standard_normal((40, 32)) * 0.2).astype(np.float32)),
+            _init("b_fc", rng.standard_normal(40).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def pooling(path: Path) -> Path:
+    """MaxPool 3x3/2 with padding, AveragePool 2x2, GlobalAveragePool and ReduceMean over
+    the channels, each its own output."""
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["mp"], name="maxpool", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["mp"], ["ap"], name="avgpool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["x"], ["gap"], name="gap"),
+        helper.make_node("ReduceMean", ["x"], ["mean"], name="channel_mean", axes=[1], keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pooling",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 18, 18])],
+        [
+            helper.make_tensor_value_info("ap", TensorProto.FLOAT, [1, 24, 4, 4]),
+            helper.make_tensor_value_info("gap", TensorProto.FLOAT, [1, 24, 1, 1]),
+            helper.make_tensor_value_info("mean", TensorProto.FLOAT, [1, 1, 18, 18]),
+        ],
+    )
+    return _save(graph, path)
+
+
+def conv_silu_softmax(path: Path) -> Path:
+    """YOLOv8's Conv + SiLU (x * Sigmoid(x)), then Softmax over the channel axis (not the
+    last one) and an Exp: the ops dlc rewrites to their vectorisable fast forms."""
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="sigmoid"),
+        helper.make_node("Mul", ["c", "s"], ["silu"], name="silu"),
+        helper.make_node("Softmax", ["silu"], ["y"], name="softmax", axis=1),
+        helper.make_node("Exp", ["x"], ["e"], name="exp"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_silu_softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12]),
+            helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 8, 12, 12]),
+        ],
+        [
+            _init("w", (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)),
+            _init("b", rng.standard_normal(16).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def conv_transpose(path: Path) -> Path:
+    """Conv then ConvTranspose 2x upsampling (PP-OCR det's neck): the transposed conv has no
+    channels-last legalisation in TVM 0.27, so it must stay NCHW beside an NHWC conv."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ConvTranspose", ["r", "wt"], ["y"], name="upsample", strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_transpose",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 20, 20])],
+        [
+            _init("w", (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)),
+            _init("wt", (rng.standard_normal((16, 4, 2, 2)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)

@@ -1,0 +1,153 @@
+"""Conv2d (plain, depthwise, grouped), dense, matmul, batch-matmul and pooling.
+
+All are one reduction block whose output's innermost axis can be vectorised: every operand
+either does not depend on that axis (a broadcast, like the input pixel of an NHWC conv) or
+has it as its own innermost axis (the HWIO weight, the input channel of a depthwise conv).
+They share one register-blocked micro-kernel:
+
+    parallel  for outer spatial, vec_o, reg_o        (fused)
+                init acc[reg_i, vec_i] (vectorised)
+                for reductions (rh, rw, ci / k)
+                  unrolled reg_i, vectorised vec_i:  acc += a * b   (FMA)
+                epilogue (bias, activation, residual add) on acc, vectorised, stored once
+
+`vec` is the output's innermost axis (output channel, matmul N), tiled to a few vector
+registers; `reg` is the next output axis with extent > 1 (output width, matmul M), tiled
+so that reg_i * vec_i / lanes accumulators fit the register file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dlc.schedules import common
+
+if TYPE_CHECKING:
+    from tvm import s_tir
+
+    from dlc.schedules.cpu import CpuParams
+
+
+def _vars_in(expr) -> set:
+    from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
+
+    return collect_vars_used_in_prim_expr(expr)
+
+
+def _axis_var(region_min, iter_vars: dict):
+    """The single block iter var an output index is, or None."""
+    used = [v for v in _vars_in(region_min) if v in iter_vars]
+    return used[0] if len(used) == 1 else None
+
+
+def _vector_friendly(stmt, var) -> bool:
+    """`var` appears in no read except as (part of) the innermost index."""
+    for read in stmt.reads:
+        for dim, rng in enumerate(read.region):
+            if var in _vars_in(rng.min) and dim != len(read.region) - 1:
+                return False
+    return True
+
+
+def _tiles(vec_extent: int, reg_extent: int, cpu: CpuParams) -> tuple[int, int]:
+    lanes = cpu.lanes
+    if reg_extent <= 1:
+        # GEMV-like: no second axis to block, so hold more vector accumulators instead.
+        vec = common.largest_divisor(vec_extent, lanes * min(8, cpu.accumulators), multiple_of=lanes)
+        return (vec or common.vector_chunk(vec_extent, cpu)), 1
+    vec = 0
+    for k in ((4, 2, 1) if cpu.registers >= 32 else (2, 1)):
+        if vec_extent % (k * lanes) == 0:
+            vec = k * lanes
+            break
+    if not vec:
+        vec = vec_extent if vec_extent <= 2 * lanes else common.largest_divisor(vec_extent, 2 * lanes)
+    vectors = -(-vec // lanes)
+    reg = common.largest_divisor(reg_extent, max(1, cpu.accumulators // vectors))
+    return vec, reg
+
+
+def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
+    infos = common.block_infos(sch)
+    if not infos:
+        return False
+    reductions = [b for b in infos if b.is_reduction()]
+    if len(reductions) != 1:
+        return False
+    main = reductions[0]
+    common.inline_injective(sch, keep=[main.block_rv])
+    infos = common.block_infos(sch)
+    main = next(b for b in infos if b.is_reduction())
+    block = main.block_rv
+    stmt = sch.get(block)
+    if len(stmt.writes) != 1 or "S" not in main.dom_kind() or "R" not in main.dom_kind():
+        return False
+
+    by_var = {it.var: it for it in main.iters}
+    out_region = stmt.writes[0].region
+    vec_var = _axis_var(out_region[-1].min, by_var)
+    if vec_var is None or by_var[vec_var].kind != "S" or not _vector_friendly(stmt, vec_var):
+        return False
+    reg_var = None
+    for rng in reversed(out_region[:-1]):
+        var = _axis_var(rng.min, by_var)
+        if var is not None and by_var[var].kind == "S" and int(by_var[var].dom) > 1:
+            reg_var = var
+            break
+
+    vec_extent = int(by_var[vec_var].dom)
+    reg_extent = int(by_var[reg_var].dom) if reg_var is not None else 1
+    vec_tile, reg_tile = _tiles(vec_extent, reg_extent, cpu)
+
+    vec_o, vec_i = sch.split(by_var[vec_var].loop_rv, [None, vec_tile])
+    if reg_var is not None:
+        reg_o, reg_i = sch.split(by_var[reg_var].loop_rv, [None, reg_tile])
+    outer = [it.loop_rv for it in main.iters if it.kind == "S" and it.var not in (vec_var, reg_var)]
+    reduce = [it.loop_rv for it in main.iters if it.kind == "R"]
+    tile_outer = outer + [vec_o] + ([reg_o] if reg_var is not None else [])
+    inner = ([reg_i] if reg_var is not None else []) + [vec_i]
+    sch.reorder(*tile_outer, *reduce, *inner)
+    fused = sch.fuse(*tile_outer) if len(tile_outer) > 1 else tile_outer[0]
+    work = vec_extent * reg_extent
+    for it in main.iters:
+        if it.kind == "S" and it.var not in (vec_var, reg_var):
+            work *= int(it.dom)
+    if cpu.cores > 1 and work >= common.PARALLEL_MIN_ELEMENTS and int(sch.get(fused).extent) > 1:
+        sch.parallel(fused)
+
+    # The accumulator tile lives in registers: the epilogue (or a write-back) consumes it
+    # right after the reduction, inside the same parallel iteration.
+    consumers = sch.get_consumers(block)
+    epilogue = None
+    if len(consumers) == 1 and common.is_spatial(sch, consumers[0]):
+        try:
+            sch.reverse_compute_at(consumers[0], fused, preserve_unit_loops=True)
+            epilogue = consumers[0]
+        except Exception:
+            epilogue = None
+    if epilogue is None:
+        epilogue = sch.cache_write(block, 0, "global")
+        sch.reverse_compute_at(epilogue, fused, preserve_unit_loops=True)
+    _vectorize_innermost(sch, epilogue)
+
+    # Vectorise while the block is still a complete reduction; decompose_reduction then
+    # copies the annotated inner loops into the init block.
+    if reg_var is not None and reg_tile > 1:
+        sch.unroll(reg_i)
+    if vec_tile > 1:
+        sch.vectorize(vec_i)
+    sch.decompose_reduction(block, reduce[0])
+
+    for other in common.root_blocks(sch):  # padding and producers that could not be inlined
+        loops = sch.get_loops(other)
+        if loops and not sch.get(loops[0]).same_as(sch.get(fused)):
+            common.schedule_spatial(sch, other, cpu)
+    return True
+
+
+def _vectorize_innermost(sch: s_tir.Schedule, block) -> None:
+    loops = sch.get_loops(block)
+    from tvm.tirx import ForKind
+
+    if loops and 1 < int(sch.get(loops[-1]).extent) <= 64 and sch.get(loops[-1]).kind == ForKind.SERIAL:
+        sch.vectorize(loops[-1])

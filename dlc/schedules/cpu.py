@@ -1,0 +1,50 @@
+"""What the schedules need to know about a CPU, derived from the TVM target."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dlc.target import TargetSpec
+
+
+@dataclass(frozen=True)
+class CpuParams:
+    isa: str  # "avx512", "avx2", "neon", "sse", "scalar": for logs and tests
+    lanes: int  # fp32 lanes per vector register
+    registers: int  # architectural vector registers
+    fma: bool
+    cores: int
+    l1_bytes: int = 32 * 1024
+    l2_bytes: int = 512 * 1024
+
+    @property
+    def accumulators(self) -> int:
+        """Vector accumulators a register-blocked micro-kernel may hold: the rest carry the
+        weight vectors and the broadcast input (16 ymm -> 12; 32 zmm/NEON -> 24)."""
+        return self.registers * 3 // 4
+
+
+def cpu_params(target: TargetSpec) -> CpuParams:
+    from tvm.target import codegen
+
+    features = {str(f) for f in codegen.llvm_get_cpu_features(target.to_tvm())}
+    arch = target.arch
+    wide_regs = 32 if arch == "aarch64" else 16
+    if "avx512f" in features:
+        isa, lanes, wide_regs = "avx512", 16, 32
+    elif "avx2" in features or "avx" in features:
+        isa, lanes = "avx2", 8
+    elif "neon" in features or arch == "aarch64":
+        isa, lanes = "neon", 4
+    elif "sse2" in features or arch == "x86_64":
+        isa, lanes = "sse", 4
+    else:
+        isa, lanes = "scalar", 4  # LLVM splits the vectors; the tiling still pays off
+    fma = "fma" in features or arch == "aarch64" or "vfp4" in features
+    cores = target.config.get("num-cores") or (
+        (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        if target.runs_on_host() else 4)
+    return CpuParams(isa=isa, lanes=lanes, registers=wide_regs, fma=fma, cores=cores)
