@@ -1,6 +1,6 @@
 """Untuned dlc (default schedules) vs ONNX Runtime on nudenet 320n and PP-OCR cls.
 
-    .venv/bin/python bench/default_schedules.py [MODEL ...] [--target T] [--rounds 4 --calls 10]
+    .venv/bin/python bench/default_schedules.py [MODEL ...] [--target T] [--rounds 4] [--calls N]
 
 Prints compile time, dlc latency, ORT latency and their ratio per model. Both engines use
 2 threads (TVM_NUM_THREADS is set before tvm is imported; ORT gets intra_op_num_threads=2)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("models", nargs="*", default=list(DEFAULT_MODELS))
     parser.add_argument("--target", default="host")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=None, help="calls per block [enough for 0.25 s]")
     args = parser.parse_args(argv)
 
     import onnxruntime
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# {time.strftime('%Y-%m-%d')}  {platform.node()}  {platform.processor() or platform.machine()}"
           f"  {os.cpu_count()} cpus  tvm {tvm.__version__}  onnxruntime {onnxruntime.__version__}"
-          f"  target {args.target}  {THREADS} threads  {args.rounds}x{args.calls} calls")
+          f"  target {args.target}  {THREADS} threads  {args.rounds} rounds of {args.calls or 'adaptive'} calls")
     # Another process on these cores skews both engines (the ratio less so): say so.
     print(f"# load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'model':14} {'compile s':>9} {'kernels':>7} {'dlc ms':>8} {'ort ms':>8} {'ratio':>6}  verified")

@@ -23,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a dlc.zoo model name, e.g. ppocr-cls or nudenet-320n")
     parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--time-budget", type=float, default=None, help="seconds, or e.g. 20m")
+    parser.add_argument("--time-budget", default=None, help="seconds, or e.g. 20m")
     parser.add_argument("--target", default="host")
     parser.add_argument("--logs", type=Path, default=None)
     args = parser.parse_args()

@@ -8,7 +8,6 @@ block is dropped, and the median is compared.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,8 +39,11 @@ class BenchResult:
         return self.median(engine) / self.median(reference)
 
 
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def tvm_threads() -> int:
+    """The size of TVM's thread pool in this process (dlc sets TVM_NUM_THREADS on import)."""
+    import tvm
+
+    return int(tvm.runtime.num_threads())
 
 
 def compare_latency(
@@ -50,16 +52,21 @@ def compare_latency(
     *,
     threads: int | None = None,
     rounds: int = 4,
-    block: int = 10,
+    block: int | None = None,
+    block_seconds: float = 0.25,
     seed: int = 0,
 ) -> BenchResult:
-    """Median latency of each library (by label) and of ONNX Runtime on `model_path`."""
+    """Median latency of each library (by label) and of ONNX Runtime on `model_path`.
+
+    `block` calls per engine per round; by default as many as fill `block_seconds` (at
+    least 10), so that a sub-millisecond model is not timed in 10 ms slivers of noise."""
     import onnxruntime as ort
 
     from dlc.runtime import load_library
     from dlc.verify import make_inputs
 
-    threads = threads or default_threads()
+    # ONNX Runtime gets as many threads as TVM's pool has, which is fixed for the process.
+    threads = threads or tvm_threads()
     loaded = {name: load_library(path) for name, path in libraries.items()}
     first = next(iter(loaded.values()))
     inputs = make_inputs(first.manifest.inputs, seed=seed)
@@ -69,6 +76,14 @@ def compare_latency(
     runners = {name: lib.bind(inputs) for name, lib in loaded.items()}
     runners[ORT] = lambda: session.run(None, inputs)
 
+    if block is None:
+        slowest = 0.0
+        for run in runners.values():
+            run()  # warm up
+            started = time.perf_counter()
+            run()
+            slowest = max(slowest, time.perf_counter() - started)
+        block = max(10, min(1000, int(block_seconds / max(slowest, 1e-6))))
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
