@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from dlc import __version__
+from dlc import __version__, display
 from dlc.errors import DlcError, InputError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -47,23 +45,6 @@ def cli(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-
-
-def _console(*, stderr: bool = True):
-    """Progress goes to stderr, results to stdout; piped output is not folded at 80 columns."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
-
-
-@contextmanager
-def _step(console, label: str):
-    """Show a spinner while a stage runs and a timed line when it ends."""
-    started = time.perf_counter()
-    with console.status(f"{label}..."):
-        yield
-    console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - started:.1f} s)[/]")
 
 
 def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -110,26 +91,6 @@ def _tolerances(rtol: float | None, atol: float | None) -> dict[str, float]:
     return {"rtol": DEFAULT_RTOL if rtol is None else rtol, "atol": DEFAULT_ATOL if atol is None else atol}
 
 
-def _print_report(report) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"dlc vs ONNX Runtime (rtol {report.rtol:g}, atol {report.atol:g})")
-    table.add_column("output", overflow="fold")
-    table.add_column("shape")
-    for column in ("max abs err", "max rel err", "mismatches", "result"):
-        table.add_column(column, justify="right")
-    for out in report.outputs:
-        table.add_row(
-            out.name,
-            "x".join(map(str, out.shape)),
-            f"{out.max_abs_error:.3g}",
-            f"{out.max_rel_error:.3g}",
-            f"{out.mismatches}/{out.size}",
-            "[green]ok[/]" if out.passed else "[red]MISMATCH[/]",
-        )
-    _console(stderr=False).print(table)
-
-
 def _raise_on_mismatch(report, library: Path) -> None:
     from dlc.errors import AccuracyError
 
@@ -154,39 +115,22 @@ def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool,
     else:
         from dlc.verify import verify
 
-        with _step(console, "verified against ONNX Runtime"):
+        with display.step(console, "verified against ONNX Runtime"):
             report = verify(model, library, seed=seed, rtol=rtol, atol=atol)
-        _print_report(report)
+        display.print_report(report)
         _raise_on_mismatch(report, library)
-
-
-def _print_tuning_applied(console, applied) -> None:
-    if applied is None:
-        return
-    console.print(
-        f"  tuned records applied to {applied.tasks_with_records} of {applied.tasks_total} kernels "
-        f"({applied.flops_share:.0%} of the model's FLOPs) from {applied.logs / applied.target_key}"
-    )
-    kept = applied.tasks_recorded - applied.tasks_with_records
-    if kept:
-        console.print(f"  {kept} kernel(s) keep their default schedule, measured faster than their best record")
-    if applied.tasks_recorded == 0:
-        console.print(
-            f"  [yellow]no records for target key {applied.target_key} in {applied.logs}[/]"
-            f" [dim](tune with `dlc tune ... --target` the same target)[/]"
-        )
 
 
 def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...], *, fold: bool = True, dump_ir=None):
     from dlc import frontend, pipeline
 
     shapes = _input_shapes(input_shapes)
-    with _step(console, "loaded, checked and folded"):
+    with display.step(console, "loaded, checked and folded"):
         loaded = frontend.load_model(model, input_shapes=shapes, fold=fold)
     console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
-    with _step(console, "imported to Relax"):
+    with display.step(console, "imported to Relax"):
         imported = frontend.import_model(loaded)
-    with _step(console, "fused"):
+    with display.step(console, "fused"):
         optimized = pipeline.optimize(imported, spec, dump_ir=dump_ir)
     console.print(f"  {optimized.kernels} fused kernels")
     return optimized
@@ -212,12 +156,12 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
 
     spec = parse_target(target)
     output = output or Path(model.stem + ".so")
-    console = _console()
+    console = display.make_console()
     console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
     optimized = _load_and_optimize(console, model, spec, input_shapes, fold=not no_fold, dump_ir=dump_ir)
-    with _step(console, f"built {output}"):
+    with display.step(console, f"built {output}"):
         built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm)
-    _print_tuning_applied(console, built.tuning)
+    display.print_tuning_applied(console, built.tuning)
     if dump_asm:
         console.print(f"  assembly written to {dump_asm}")
 
@@ -237,7 +181,7 @@ def verify_command(model, library, inputs, rtol, atol, seed):
 
     arrays = read_npz(inputs) if inputs else None
     report = verify(model, library, inputs=arrays, seed=seed, **_tolerances(rtol, atol))
-    _print_report(report)
+    display.print_report(report)
     _raise_on_mismatch(report, library)
 
 
@@ -276,7 +220,7 @@ def inspect_command(model):
     from dlc.frontend import inspect_model
 
     info = inspect_model(model)
-    console = _console(stderr=False)
+    console = display.make_console(stderr=False)
     console.print(f"[bold]{info.path}[/]  sha256 {info.sha256[:16]}…")
     console.print(f"ONNX IR {info.ir_version}, opset {info.opset}, producer {info.producer or '?'}, "
                   f"{info.num_parameters:,} parameters")
@@ -310,7 +254,7 @@ def targets_command():
     for spec in list_presets():
         runs = "yes" if spec.runs_on_host() else "no"
         table.add_row(spec.name, runs, f"{spec.description}\n[dim]{spec}[/]")
-    _console(stderr=False).print(table)
+    display.make_console(stderr=False).print(table)
 
 
 def parse_duration(text: str) -> float:
@@ -352,93 +296,27 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
     spec = parse_target(target)
     budget_seconds = parse_duration(time_budget) if time_budget else None
     task_names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    console = _console()
+    console = display.make_console()
     console.print(f"[bold]dlc tune[/] {model}  target [cyan]{spec.name}[/] ({spec})  logs {logs / spec.key}")
     optimized = _load_and_optimize(console, model, spec, input_shapes)
 
     if list_tasks:
-        _print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
+        display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
     if not spec.runs_on_host():
         raise InputError(
             f"target '{spec.name}' cannot run on this machine, so its kernels cannot be measured here",
             hint="tune on the board itself (remote measurement through an RPC tracker is planned)",
         )
-    result = _run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
+    result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
                          task_names=task_names, seed=seed)
-    _print_tuning_result(result)
+    display.print_tuning_result(result)
     if result.stopped_by == "interrupted":
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "
                       "rerun the same command to resume[/]")
         sys.exit(130)
     _build_tuned(console, optimized, spec, model, logs, output or Path(model.stem + ".so"),
                  no_verify=no_verify, no_bench=no_bench)
-
-
-def _run_tuning(console, optimized, spec, **kwargs):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from dlc import tuning
-
-    columns = [
-        TextColumn("[bold]{task.fields[task]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("trials  est. model {task.fields[estimate]}  left {task.fields[left]}"),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=console, transient=False) as bar:
-        row = bar.add_task("tuning", total=None, task="measuring default schedules", estimate="-", left="-")
-
-        def show(p: tuning.Progress) -> None:
-            estimate = f"{p.estimated_model_us / 1e3:.3f} ms" if p.estimated_model_us else "-"
-            left = "-" if p.remaining is None else f"{p.remaining / 60:.1f} min"
-            bar.update(row, total=p.trial_budget, completed=p.trials_done, estimate=estimate, left=left,
-                       task=f"task {p.task_position}/{p.tasks_total} {p.task_name[:28]}")
-
-        return tuning.tune(optimized, spec, on_progress=show, **kwargs)
-
-
-def _print_task_list(tasks, store) -> None:
-    from rich.table import Table
-
-    total = sum(t.weight * t.flops for t in tasks) or 1.0
-    table = Table(title=f"{len(tasks)} tuning tasks, heaviest first")
-    for column in ("#", "task", "shapes", "weight", "MFLOP", "FLOPs share", "trials on disk", "best µs"):
-        table.add_column(column, justify="right" if column not in ("task", "shapes") else "left", overflow="fold")
-    for t in tasks:
-        best = store.best_seconds(t.workload_hash)
-        table.add_row(str(t.index), t.name, t.signature, str(t.weight), f"{t.flops / 1e6:.2f}",
-                      f"{t.weight * t.flops / total:.1%}", str(store.trial_count(t.workload_hash)),
-                      "-" if best is None else f"{best * 1e6:.1f}")
-    _console(stderr=False).print(table)
-
-
-def _print_tuning_result(result) -> None:
-    from rich.table import Table
-
-    console = _console(stderr=False)
-    table = Table(title="tuning result per task (tasks with trials)")
-    for column in ("#", "task", "trials (run/total)", "default µs", "best µs", "speed-up", "errors"):
-        table.add_column(column, justify="left" if column == "task" else "right", overflow="fold")
-    for o in result.tasks:
-        if not o.trials_total and not o.build_errors + o.run_errors:
-            continue
-        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        speedup = "-" if o.speedup is None else f"{o.speedup:.2f}x"
-        errors = f"{o.build_errors} build, {o.run_errors} run" if o.build_errors + o.run_errors else "0"
-        table.add_row(str(o.task.index), o.task.name, f"{o.trials_run}/{o.trials_total}", fmt(o.default_us),
-                      fmt(o.best_us), speedup, errors)
-    console.print(table)
-    for o in result.tasks:
-        for reason in o.error_reasons:
-            console.print(f"  [red]{o.task.name}[/]: {reason}")
-    estimate = result.estimated_model_us
-    console.print(
-        f"{result.trials_run} trials in {result.seconds / 60:.1f} min ({result.trials_on_disk_before} already on disk), "
-        f"stopped by {result.stopped_by}; estimated model time "
-        f"{'-' if estimate is None else f'{estimate / 1e3:.3f} ms'}; records in {result.logs}"
-    )
 
 
 def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench):
@@ -448,30 +326,18 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
     from dlc.bench import compare_latency
     from dlc.verify import DEFAULT_ATOL, DEFAULT_RTOL
 
-    with _step(console, f"built {output} with the tuned records"):
+    with display.step(console, f"built {output} with the tuned records"):
         built = build.build(optimized, spec, output=output, tuning_logs=logs)
-    _print_tuning_applied(console, built.tuning)
+    display.print_tuning_applied(console, built.tuning)
     _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=0, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
     if no_bench:
         return
     with tempfile.TemporaryDirectory(prefix="dlc-untuned-") as tmp:
-        with _step(console, "built the untuned library for comparison"):
+        with display.step(console, "built the untuned library for comparison"):
             untuned = build.build(optimized, spec, output=Path(tmp) / "untuned.so")
-        with _step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
+        with display.step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
             bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library})
-    _print_bench(bench)
-
-
-def _print_bench(bench) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"latency, {bench.threads} threads each, median of {bench.rounds}x{bench.block} calls")
-    for column in ("engine", "median ms", "min ms", "vs ONNX Runtime"):
-        table.add_column(column, justify="left" if column == "engine" else "right")
-    for latency in bench.latencies:
-        table.add_row(latency.engine, f"{latency.median_ms:.3f}", f"{latency.min_ms:.3f}",
-                      f"{bench.ratio(latency.engine):.2f}x")
-    _console(stderr=False).print(table)
+    display.print_bench(bench)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,139 @@
+"""How the CLI shows things: progress on stderr, tables on stdout (rich, imported lazily)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+
+
+def make_console(*, stderr: bool = True):
+    """Progress goes to stderr, results to stdout; piped output is not folded at 80 columns."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+
+
+def print_report(report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dlc vs ONNX Runtime (rtol {report.rtol:g}, atol {report.atol:g})")
+    table.add_column("output", overflow="fold")
+    table.add_column("shape")
+    for column in ("max abs err", "max rel err", "mismatches", "result"):
+        table.add_column(column, justify="right")
+    for out in report.outputs:
+        table.add_row(
+            out.name,
+            "x".join(map(str, out.shape)),
+            f"{out.max_abs_error:.3g}",
+            f"{out.max_rel_error:.3g}",
+            f"{out.mismatches}/{out.size}",
+            "[green]ok[/]" if out.passed else "[red]MISMATCH[/]",
+        )
+    make_console(stderr=False).print(table)
+
+
+def print_tuning_applied(console, applied) -> None:
+    if applied is None:
+        return
+    console.print(
+        f"  tuned records applied to {applied.tasks_with_records} of {applied.tasks_total} kernels "
+        f"({applied.flops_share:.0%} of the model's FLOPs) from {applied.logs / applied.target_key}"
+    )
+    kept = applied.tasks_recorded - applied.tasks_with_records
+    if kept:
+        console.print(f"  {kept} kernel(s) keep their default schedule, measured faster than their best record")
+    if applied.tasks_recorded == 0:
+        console.print(
+            f"  [yellow]no records for target key {applied.target_key} in {applied.logs}[/]"
+            f" [dim](tune with `dlc tune ... --target` the same target)[/]"
+        )
+
+
+def print_task_list(tasks, store) -> None:
+    from rich.table import Table
+
+    total = sum(t.weight * t.flops for t in tasks) or 1.0
+    table = Table(title=f"{len(tasks)} tuning tasks, heaviest first")
+    for column in ("#", "task", "shapes", "weight", "MFLOP", "FLOPs share", "trials on disk", "best µs"):
+        table.add_column(column, justify="right" if column not in ("task", "shapes") else "left", overflow="fold")
+    for t in tasks:
+        best = store.best_seconds(t.workload_hash)
+        table.add_row(str(t.index), t.name, t.signature, str(t.weight), f"{t.flops / 1e6:.2f}",
+                      f"{t.weight * t.flops / total:.1%}", str(store.trial_count(t.workload_hash)),
+                      "-" if best is None else f"{best * 1e6:.1f}")
+    make_console(stderr=False).print(table)
+
+
+def print_tuning_result(result) -> None:
+    from rich.table import Table
+
+    console = make_console(stderr=False)
+    table = Table(title="tuning result per task (tasks with trials)")
+    for column in ("#", "task", "trials (run/total)", "default µs", "best µs", "speed-up", "errors"):
+        table.add_column(column, justify="left" if column == "task" else "right", overflow="fold")
+    for o in result.tasks:
+        if not o.trials_total and not o.build_errors + o.run_errors:
+            continue
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        speedup = "-" if o.speedup is None else f"{o.speedup:.2f}x"
+        errors = f"{o.build_errors} build, {o.run_errors} run" if o.build_errors + o.run_errors else "0"
+        table.add_row(str(o.task.index), o.task.name, f"{o.trials_run}/{o.trials_total}", fmt(o.default_us),
+                      fmt(o.best_us), speedup, errors)
+    console.print(table)
+    for o in result.tasks:
+        for reason in o.error_reasons:
+            console.print(f"  [red]{o.task.name}[/]: {reason}")
+    estimate = result.estimated_model_us
+    console.print(
+        f"{result.trials_run} trials in {result.seconds / 60:.1f} min ({result.trials_on_disk_before} already on disk), "
+        f"stopped by {result.stopped_by}; estimated model time "
+        f"{'-' if estimate is None else f'{estimate / 1e3:.3f} ms'}; records in {result.logs}"
+    )
+
+
+def print_bench(bench) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"latency, {bench.threads} threads each, median of {bench.rounds}x{bench.block} calls")
+    for column in ("engine", "median ms", "min ms", "vs ONNX Runtime"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for latency in bench.latencies:
+        table.add_row(latency.engine, f"{latency.median_ms:.3f}", f"{latency.min_ms:.3f}",
+                      f"{bench.ratio(latency.engine):.2f}x")
+    make_console(stderr=False).print(table)
+
+
+def run_tuning(console, optimized, spec, **kwargs):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dlc import tuning
+
+    columns = [
+        TextColumn("[bold]{task.fields[task]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials  est. model {task.fields[estimate]}  left {task.fields[left]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as bar:
+        row = bar.add_task("tuning", total=None, task="measuring default schedules", estimate="-", left="-")
+
+        def show(p: tuning.Progress) -> None:
+            estimate = f"{p.estimated_model_us / 1e3:.3f} ms" if p.estimated_model_us else "-"
+            left = "-" if p.remaining is None else f"{p.remaining / 60:.1f} min"
+            bar.update(row, total=p.trial_budget, completed=p.trials_done, estimate=estimate, left=left,
+                       task=f"task {p.task_position}/{p.tasks_total} {p.task_name[:28]}")
+
+        return tuning.tune(optimized, spec, on_progress=show, **kwargs)
+
+
+@contextmanager
+def step(console, label: str):
+    """Show a spinner while a stage runs and a timed line when it ends."""
+    started = time.perf_counter()
+    with console.status(f"{label}..."):
+        yield
+    console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - started:.1f} s)[/]")
