@@ -124,7 +124,7 @@ def schedule_reduction_loops(sch: s_tir.Schedule, block, cpu: CpuParams) -> None
     sizes = extents(sch, loops)
     work = math.prod(sizes)
     last = spatial[-1]
-    chunk = vector_chunk(sizes[last], cpu) if _innermost_in_reads(stmt, stmt.iter_vars[last].var) else 1
+    chunk = vector_chunk(sizes[last], cpu) if innermost_in_reads(stmt, stmt.iter_vars[last].var) else 1
     vectorized = chunk > 1 and bool(reduction)
     if vectorized:
         outer_loops = [loops[i] for i in spatial[:-1]]
@@ -144,7 +144,8 @@ def schedule_reduction_loops(sch: s_tir.Schedule, block, cpu: CpuParams) -> None
         sch.decompose_reduction(block, loops[reduction[0]])
 
 
-def _innermost_in_reads(stmt, var) -> bool:
+def innermost_in_reads(stmt, var) -> bool:
+    """`var` appears in no read of `stmt` except in the innermost index: it vectorises."""
     from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
 
     for read in stmt.reads:

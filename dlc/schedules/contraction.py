@@ -40,15 +40,6 @@ def _axis_var(region_min, iter_vars: dict):
     return used[0] if len(used) == 1 else None
 
 
-def _vector_friendly(stmt, var) -> bool:
-    """`var` appears in no read except as (part of) the innermost index."""
-    for read in stmt.reads:
-        for dim, rng in enumerate(read.region):
-            if var in _vars_in(rng.min) and dim != len(read.region) - 1:
-                return False
-    return True
-
-
 def _tiles(vec_extent: int, reg_extent: int, cpu: CpuParams) -> tuple[int, int]:
     lanes = cpu.lanes
     if reg_extent <= 1:
@@ -86,7 +77,7 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     by_var = {it.var: it for it in main.iters}
     out_region = stmt.writes[0].region
     vec_var = _axis_var(out_region[-1].min, by_var)
-    if vec_var is None or by_var[vec_var].kind != "S" or not _vector_friendly(stmt, vec_var):
+    if vec_var is None or by_var[vec_var].kind != "S" or not common.innermost_in_reads(stmt, vec_var):
         return False
     reg_var = None
     for rng in reversed(out_region[:-1]):
