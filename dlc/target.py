@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 import platform
 import re
 import shlex
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlc import usable_cpus
 from dlc.errors import TargetError
 
 if TYPE_CHECKING:
@@ -186,8 +186,7 @@ def host_target() -> TargetSpec:
     """This machine, as LLVM detects it, with every core it lets this process use."""
     from tvm.target import codegen
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    config = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": cores or 1}
+    config = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": usable_cpus()}
     return TargetSpec("host", config, description="this machine (detected)")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
+from dlc import usable_cpus
 from dlc.errors import TuningError
 from dlc.logstore import LogStore, Trial, open_store
 from dlc.measure import in_process_builder, load_cpu_tensor_intrinsics, local_runner, measure
@@ -186,8 +187,6 @@ class _Search:
     """The state of one `tune` call: tasks, store, database, cost model, budget."""
 
     def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int):
-        import os
-
         from tvm.s_tir import meta_schedule as ms
 
         self.ms = ms
@@ -198,7 +197,7 @@ class _Search:
         self.runner = runner
         self.seed = seed
         self.batch = batch
-        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.cores = usable_cpus()
         self.database = store.to_database()
         self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
         self.quiet = logging.getLogger("dlc.tuning.metaschedule")

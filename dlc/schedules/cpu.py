@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from dlc import usable_cpus
 
 if TYPE_CHECKING:
     from dlc.target import TargetSpec
@@ -44,7 +45,5 @@ def cpu_params(target: TargetSpec) -> CpuParams:
     else:
         isa, lanes = "scalar", 4  # LLVM splits the vectors; the tiling still pays off
     fma = "fma" in features or arch == "aarch64" or "vfp4" in features
-    cores = target.config.get("num-cores") or (
-        (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-        if target.runs_on_host() else 4)
+    cores = target.config.get("num-cores") or (usable_cpus() if target.runs_on_host() else 4)
     return CpuParams(isa=isa, lanes=lanes, registers=wide_regs, fma=fma, cores=cores)
