@@ -70,9 +70,19 @@ class TaskOutcome:
 
     @property
     def effective_us(self) -> float | None:
-        """What a build with the records will run: the better of tuned and default."""
-        candidates = [t for t in (self.default_us, self.best_us) if t is not None]
-        return min(candidates) if candidates else None
+        return _effective_us(self.default_us, self.best_us)
+
+
+def _effective_us(default_us: float | None, best_us: float | None) -> float | None:
+    """What a build with the records will run: the better of tuned and default."""
+    candidates = [t for t in (default_us, best_us) if t is not None]
+    return min(candidates) if candidates else None
+
+
+def _model_estimate_us(kernels) -> float | None:
+    """Sum of calls x effective time over (weight, default_us, best_us) of every kernel."""
+    times = [w * t for w, d, b in kernels if (t := _effective_us(d, b)) is not None]
+    return sum(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,7 @@ class TuningResult:
 
     @property
     def estimated_model_us(self) -> float | None:
-        times = [o.task.weight * o.effective_us for o in self.tasks if o.effective_us is not None]
-        return sum(times) if times else None
+        return _model_estimate_us((o.task.weight, o.default_us, o.best_us) for o in self.tasks)
 
 
 # ---------------------------------------------------------------------- tasks
@@ -347,11 +356,9 @@ def tune(
         if on_progress is None:
             return
         elapsed = time.perf_counter() - started
-        estimate = [s.task.weight * min(x for x in (s.best_us, s.default_us) if x is not None)
-                    for s in states if s.best_us is not None or s.default_us is not None]
+        estimate = _model_estimate_us((s.task.weight, s.default_us, s.best_us) for s in states)
         on_progress(Progress(
-            state.task.name, state.task.index + 1, len(states), done, budget,
-            sum(estimate) if estimate else None, elapsed,
+            state.task.name, state.task.index + 1, len(states), done, budget, estimate, elapsed,
             None if time_budget is None else max(0.0, time_budget - elapsed),
         ))
 
