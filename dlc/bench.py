@@ -12,7 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 ORT = "onnxruntime"
 
@@ -55,6 +55,7 @@ def compare_latency(
     block: int | None = None,
     block_seconds: float = 0.25,
     seed: int = 0,
+    inputs: Mapping[str, Any] | None = None,
 ) -> BenchResult:
     """Median latency of each library (by label) and of ONNX Runtime on `model_path`.
 
@@ -69,7 +70,7 @@ def compare_latency(
     threads = threads or tvm_threads()
     loaded = {name: load_library(path) for name, path in libraries.items()}
     first = next(iter(loaded.values()))
-    inputs = make_inputs(first.manifest.inputs, seed=seed)
+    inputs = make_inputs(first.manifest.inputs, seed=seed, given=inputs)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

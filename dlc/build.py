@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlc import __version__
 from dlc.errors import BuildError, DlcError, InputError
-from dlc.fileio import write_json_atomic
+from dlc.fileio import deferred_interrupt, write_json_atomic
 
 if TYPE_CHECKING:
     from dlc.pipeline import OptimizedModel
@@ -127,36 +127,44 @@ def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | 
         ) from err
 
 
-def _export(executable, library: Path, target: TargetSpec) -> None:
-    """Write the library atomically: a crash never leaves a half-written .so under its name."""
+def check_output(library: Path) -> None:
+    """Fail before a long build when the library cannot be written where it is asked for."""
+    library = Path(library)
+    folder = library.parent
+    if library.is_dir():
+        raise InputError(f"output '{library}' is a directory", hint="give -o a file name, e.g. -o model.so")
+    if not folder.is_dir():
+        raise InputError(f"output directory '{folder}' does not exist",
+                         hint=f"create it first (mkdir -p '{folder}') or pick another -o PATH")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise InputError(f"cannot write to '{folder}': {err.strerror}", hint="pick a writable -o PATH") from err
+
+
+def _linker(target: TargetSpec):
     from tvm.support import cc
 
-    fcompile = None
-    if target.cross_compiler:
-        if shutil.which(target.cross_compiler) is None:
-            raise BuildError(
-                f"cross compiler {target.cross_compiler!r} for target '{target.name}' is not installed",
-                hint="on Debian: apt-get install g++-aarch64-linux-gnu g++-arm-linux-gnueabihf",
-            )
-        fcompile = cc.cross_compiler(target.cross_compiler)
+    if not target.cross_compiler:
+        return None
+    if shutil.which(target.cross_compiler) is None:
+        raise BuildError(
+            f"cross compiler {target.cross_compiler!r} for target '{target.name}' is not installed",
+            hint="on Debian: apt-get install g++-aarch64-linux-gnu g++-arm-linux-gnueabihf",
+        )
+    return cc.cross_compiler(target.cross_compiler)
+
+
+def _link(executable, staged: Path, target: TargetSpec) -> None:
     try:
-        library.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".dlc-build-", dir=library.parent))
-    except OSError as err:
-        raise InputError(
-            f"cannot write to '{library.parent}': {err.strerror}", hint="pick a writable -o PATH"
-        ) from err
-    try:
-        staged = staging / library.name
-        executable.export_library(str(staged), fcompile=fcompile)
-        os.replace(staged, library)
+        executable.export_library(str(staged), fcompile=_linker(target))
+    except DlcError:
+        raise
     except Exception as err:
         raise BuildError(
-            f"linking '{library.name}' failed: {str(err).strip().splitlines()[-1]}",
+            f"linking '{staged.name}' failed: {str(err).strip().splitlines()[-1]}",
             hint="run with --debug for the linker's command line",
         ) from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _manifest(
@@ -180,6 +188,9 @@ def _manifest(
             "config": target.config,
             "key": target.key,
             "cross_compiler": target.cross_compiler,
+            # What a machine must have to load the library: checked before loading it.
+            "arch": target.arch,
+            "isa_features": target.isa_features(),
         },
         "model": {
             "file": loaded.path.name,
@@ -192,6 +203,7 @@ def _manifest(
             "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
             "kernels": optimized.kernels,
+            "layout": optimized.layout,
         },
         "versions": {
             "dlc": __version__,
@@ -239,14 +251,24 @@ def build(
     target got), before linking, so it is written even when no cross linker is installed.
     """
     library = Path(output)
+    check_output(library)
     started = time.perf_counter()
     executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None)
     if dump_asm is not None:
         _write_asm(executable, Path(dump_asm))
-    _export(executable, library, target)
-    seconds = time.perf_counter() - started
-    manifest = _manifest(optimized, target, library, seconds, applied)
     manifest_file = manifest_path(library)
-    write_json_atomic(manifest_file, manifest)
+    # Library and manifest are written under temporary names and renamed together at the
+    # end: a crash or Ctrl-C never leaves a half-written library or one without its manifest.
+    staging = Path(tempfile.mkdtemp(prefix=".dlc-build-", dir=library.parent))
+    try:
+        _link(executable, staging / library.name, target)
+        seconds = time.perf_counter() - started
+        manifest = _manifest(optimized, target, library, seconds, applied)
+        write_json_atomic(staging / manifest_file.name, manifest)
+        with deferred_interrupt():
+            os.replace(staging / library.name, library)
+            os.replace(staging / manifest_file.name, manifest_file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("built %s in %.1f s", library, seconds)
     return BuiltModule(library, manifest_file, manifest, optimized.kernels, seconds, applied)

@@ -30,6 +30,10 @@ class DlcGroup(click.Group):
                 traceback.print_exc()
             click.echo(err.render(), err=True)
             sys.exit(err.exit_code)
+        except click.UsageError as err:  # a bad flag or command: same two lines, exit 2
+            command = err.ctx.command_path if err.ctx else "dlc"
+            click.echo(f"error: {err.format_message()}\n  hint: see '{command} --help'", err=True)
+            sys.exit(InputError.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
@@ -69,6 +73,12 @@ input_shape_option = click.option(
     metavar="NAME:1x3x224x224",
     help="Fix an input's shape (repeatable); also NAME:[1,3,224,224].",
 )
+input_options = [
+    click.option("--inputs", type=click.Path(path_type=Path), metavar="FILE.npz",
+                 help="Input arrays by name (numpy.savez); inputs not in it are seeded random."),
+    click.option("--input-value", "input_values", multiple=True, metavar="NAME=NUMBER",
+                 help="Fill an input with one number, e.g. sr=16000 (repeatable)."),
+]
 tolerance_options = [
     click.option("--rtol", type=float, default=None, help="Relative tolerance [1e-3]."),
     click.option("--atol", type=float, default=None, help="Absolute tolerance [1e-3]."),
@@ -83,6 +93,16 @@ def _with(options):
         return func
 
     return apply
+
+
+def _given_inputs(npz: Path | None, values: tuple[str, ...]) -> dict:
+    """Inputs the user chose (an .npz, then --input-value on top); the rest stay random."""
+    from dlc.runtime import read_npz
+    from dlc.verify import parse_input_value
+
+    given = read_npz(npz) if npz else {}
+    given.update(parse_input_value(text) for text in values)
+    return given
 
 
 def _tolerances(rtol: float | None, atol: float | None) -> dict[str, float]:
@@ -106,17 +126,19 @@ def _raise_on_mismatch(report, library: Path) -> None:
     )
 
 
-def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool, seed: int, rtol: float, atol: float):
+def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool, seed: int, rtol: float, atol: float,
+                  inputs: dict | None = None):
     """Every build is checked against ONNX Runtime when this machine can run it."""
     if no_verify:
         console.print("[yellow]verification skipped (--no-verify)[/]")
-    elif not spec.runs_on_host():
-        console.print(f"[yellow]verification skipped: target '{spec.name}' cannot run on this machine[/]")
+    elif (unrunnable := spec.unrunnable_reason()) is not None:
+        console.print(f"[yellow]verification skipped: target '{spec.name}' cannot run on this machine "
+                      f"({unrunnable})[/]")
     else:
         from dlc.verify import verify
 
         with display.step(console, "verified against ONNX Runtime"):
-            report = verify(model, library, seed=seed, rtol=rtol, atol=atol)
+            report = verify(model, library, inputs=inputs, seed=seed, rtol=rtol, atol=atol)
         display.print_report(report)
         _raise_on_mismatch(report, library)
 
@@ -132,7 +154,7 @@ def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...]
         imported = frontend.import_model(loaded)
     with display.step(console, "fused"):
         optimized = pipeline.optimize(imported, spec, dump_ir=dump_ir)
-    console.print(f"  {optimized.kernels} fused kernels")
+    console.print(f"  {optimized.kernels} fused kernels, layout {optimized.layout}")
     return optimized
 
 
@@ -147,15 +169,18 @@ def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...]
 @click.option("--tuning-logs", type=click.Path(path_type=Path), help="Apply the best tuned record per kernel from here.")
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
+@_with(input_options)
 @_with(tolerance_options)
-def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, no_verify, no_fold, rtol,
-                    atol, seed):
+def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, no_verify, no_fold,
+                    inputs, input_values, rtol, atol, seed):
     """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
     from dlc import build
     from dlc.target import parse_target
 
     spec = parse_target(target)
+    given = _given_inputs(inputs, input_values)
     output = output or Path(model.stem + ".so")
+    build.check_output(output)  # before minutes of work, not after
     console = display.make_console()
     console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
     optimized = _load_and_optimize(console, model, spec, input_shapes, fold=not no_fold, dump_ir=dump_ir)
@@ -165,44 +190,52 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
     if dump_asm:
         console.print(f"  assembly written to {dump_asm}")
 
-    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=seed, **_tolerances(rtol, atol))
+    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=seed, inputs=given,
+                  **_tolerances(rtol, atol))
     click.echo(f"{built.library} ({built.kernels} kernels, built in {built.seconds:.1f} s; manifest {built.manifest_path})")
 
 
 @cli.command("verify", context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("library", type=click.Path(path_type=Path))
-@click.option("--inputs", type=click.Path(path_type=Path), help="An .npz of inputs [seeded random].")
+@_with(input_options)
 @_with(tolerance_options)
-def verify_command(model, library, inputs, rtol, atol, seed):
+def verify_command(model, library, inputs, input_values, rtol, atol, seed):
     """Compare LIBRARY's outputs with ONNX Runtime running MODEL; exit 6 on mismatch."""
-    from dlc.runtime import read_npz
     from dlc.verify import verify
 
-    arrays = read_npz(inputs) if inputs else None
-    report = verify(model, library, inputs=arrays, seed=seed, **_tolerances(rtol, atol))
+    given = _given_inputs(inputs, input_values)
+    report = verify(model, library, inputs=given, seed=seed, **_tolerances(rtol, atol))
     display.print_report(report)
     _raise_on_mismatch(report, library)
 
 
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("library", type=click.Path(path_type=Path))
-@click.option("--inputs", type=click.Path(path_type=Path), help="An .npz of inputs [seeded random].")
+@_with(input_options)
 @click.option("--outputs", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-def run_command(library, inputs, outputs, seed):
-    """Run LIBRARY (built by dlc compile) on inputs from an .npz file."""
+def run_command(library, inputs, input_values, outputs, seed):
+    """Run LIBRARY (built by dlc compile) on inputs from an .npz file and/or random ones."""
     import numpy as np
 
-    from dlc.runtime import load_library, read_npz
+    from dlc.runtime import load_library
     from dlc.verify import make_inputs
 
+    given = _given_inputs(inputs, input_values)
     loaded = load_library(library)
-    arrays = read_npz(inputs) if inputs else make_inputs(loaded.manifest.inputs, seed=seed)
-    results = loaded.run(arrays)
+    lacking = [spec.name for spec in loaded.manifest.inputs if spec.name not in given]
+    if inputs and lacking:  # a forgotten input must not silently run on random data
+        raise InputError(
+            f"'{inputs}' has no array for input(s) {', '.join(map(repr, lacking))}",
+            hint="add them to the .npz, or fill them with --input-value NAME=NUMBER",
+        )
+    results = loaded.run(make_inputs(loaded.manifest.inputs, seed=seed, given=given))
     for name, value in results.items():
-        click.echo(f"{name}: {'x'.join(map(str, value.shape))} {value.dtype}  "
-                   f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}")
+        shape = "x".join(map(str, value.shape)) or "scalar"
+        stats = (f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}" if value.size
+                 else "empty")
+        click.echo(f"{name}: {shape} {value.dtype}  {stats}")
     if outputs:
         try:
             np.savez(outputs, **results)
@@ -283,19 +316,26 @@ def parse_duration(text: str) -> float:
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-bench", is_flag=True, help="Skip the untuned / tuned / ONNX Runtime latency comparison.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
-def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed):
+@_with(input_options)
+def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed,
+                 inputs, input_values):
     """Autotune MODEL's kernels for TARGET, then build, verify and benchmark the result.
 
     Every measured trial is appended to LOGS at once; rerunning the same command resumes,
     counting the trials already on disk toward --trials.
     """
-    from dlc import tuning
+    from dlc import build, tuning
     from dlc.logstore import open_store
     from dlc.target import parse_target
 
     spec = parse_target(target)
+    given = _given_inputs(inputs, input_values)
     budget_seconds = parse_duration(time_budget) if time_budget else None
     task_names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    output = output or Path(model.stem + ".so")
+    if not list_tasks:
+        tuning.check_can_measure(spec)
+        build.check_output(output)
     console = display.make_console()
     console.print(f"[bold]dlc tune[/] {model}  target [cyan]{spec.name}[/] ({spec})  logs {logs / spec.key}")
     optimized = _load_and_optimize(console, model, spec, input_shapes)
@@ -303,11 +343,6 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
     if list_tasks:
         display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
-    if not spec.runs_on_host():
-        raise InputError(
-            f"target '{spec.name}' cannot run on this machine, so its kernels cannot be measured here",
-            hint="tune on the board itself (remote measurement through an RPC tracker is planned)",
-        )
     result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
                          task_names=task_names, seed=seed)
     display.print_tuning_result(result)
@@ -315,11 +350,11 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "
                       "rerun the same command to resume[/]")
         sys.exit(130)
-    _build_tuned(console, optimized, spec, model, logs, output or Path(model.stem + ".so"),
-                 no_verify=no_verify, no_bench=no_bench)
+    _build_tuned(console, optimized, spec, model, logs, output,
+                 no_verify=no_verify, no_bench=no_bench, inputs=given)
 
 
-def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench):
+def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench, inputs):
     import tempfile
 
     from dlc import build
@@ -329,14 +364,15 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
     with display.step(console, f"built {output} with the tuned records"):
         built = build.build(optimized, spec, output=output, tuning_logs=logs)
     display.print_tuning_applied(console, built.tuning)
-    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=0, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
+    _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=0, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                  inputs=inputs)
     if no_bench:
         return
     with tempfile.TemporaryDirectory(prefix="dlc-untuned-") as tmp:
         with display.step(console, "built the untuned library for comparison"):
             untuned = build.build(optimized, spec, output=Path(tmp) / "untuned.so")
         with display.step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
-            bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library})
+            bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library}, inputs=inputs)
     display.print_bench(bench)
 
 

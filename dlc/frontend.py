@@ -103,9 +103,10 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         parts = [p.strip() for p in dims[1:-1].split(",")] if dims[1:-1].strip() else []
     else:
         parts = dims.split("x") if dims else []
-    if not parts or not all(re.fullmatch(r"\d+", p) for p in parts) or any(int(p) == 0 for p in parts):
+    if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
         raise InputError(
-            f"bad --input-shape {text!r}: dimensions must be positive integers", hint=hint
+            f"bad --input-shape {text!r}: dimensions must be whole numbers (0 for an empty axis)",
+            hint=hint,
         )
     return name, tuple(int(p) for p in parts)
 
@@ -113,7 +114,7 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 # ---------------------------------------------------------------- loading and checking
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -141,6 +142,12 @@ def read_onnx(path: Path) -> onnx.ModelProto:
             f"'{path}' is not an ONNX model (no graph in it)",
             hint="the file may be truncated or not ONNX; re-export or re-download it",
         )
+    newest = onnx.defs.onnx_opset_version()
+    if _opset(model) > newest:
+        raise ModelImportError(
+            f"'{path}' uses ONNX opset {_opset(model)}; the newest this dlc knows is {newest} (onnx {onnx.__version__})",
+            hint=f"re-export the model with opset {newest} or lower",
+        )
     try:
         onnx.checker.check_model(model)
     except Exception as err:
@@ -161,7 +168,7 @@ def _value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor_type = value.type.tensor_type
     dims: list[int | str] = []
     for axis, dim in enumerate(tensor_type.shape.dim):
-        if dim.HasField("dim_value") and dim.dim_value > 0:
+        if dim.HasField("dim_value") and dim.dim_value >= 0:  # 0 is an empty, static axis
             dims.append(dim.dim_value)
         else:
             dims.append(dim.dim_param or f"?{axis}")
@@ -207,7 +214,7 @@ def inspect_model(path: Path | str) -> ModelInfo:
     model = read_onnx(path)
     return ModelInfo(
         path=path,
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         ir_version=model.ir_version,
         opset=_opset(model),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
@@ -269,14 +276,49 @@ def _resolve_input_shapes(
                         hint="only dynamic dimensions can be set; keep the fixed ones",
                     )
         resolved.append(TensorSpec(spec.name, tuple(shape), spec.dtype))
+    _refuse_oversized(resolved)
     return tuple(resolved)
+
+
+# An axis TVM indexes with int32 must stay below 2**31; and inputs that alone fill a large
+# part of memory leave none for the activations (often 10x more): refuse before a build.
+_MAX_DIM = 2**31 - 1
+_MAX_INPUT_MEMORY_SHARE = 1 / 8
+
+
+def _refuse_oversized(inputs: list[TensorSpec]) -> None:
+    import numpy as np
+    import psutil
+
+    memory = psutil.virtual_memory().total
+    total = 0
+    for spec in inputs:
+        if any(d > _MAX_DIM for d in spec.shape):
+            raise InputError(
+                f"input '{spec.name}' has a dimension over 2^31-1 ({_render_shape(spec.shape)})",
+                hint=f"pass a smaller --input-shape {spec.name}:...",
+            )
+        itemsize = np.dtype(spec.dtype).itemsize if not spec.dtype.startswith("onnx-type") else 1
+        size = _numel(spec.shape) * itemsize
+        total += size
+        if total > memory * _MAX_INPUT_MEMORY_SHARE:
+            raise InputError(
+                f"input '{spec.name}' ({_render_shape(spec.shape)} {spec.dtype}) would take "
+                f"{_gib(size)}; the inputs may use at most {_gib(memory * _MAX_INPUT_MEMORY_SHARE)} "
+                f"of this machine's {_gib(memory)}",
+                hint=f"pass a smaller --input-shape {spec.name}:...",
+            )
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.1f} GiB"
 
 
 def _render_shape(shape: tuple[int | str, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _fix_input_dims(model: onnx.ModelProto, inputs: tuple[TensorSpec, ...]) -> None:
+def fix_input_dims(model: onnx.ModelProto, inputs: tuple[TensorSpec, ...]) -> None:
     by_name = {spec.name: spec for spec in inputs}
     for value in model.graph.input:
         spec = by_name.get(value.name)
@@ -321,7 +363,7 @@ def load_model(
     output_names = tuple(v.name for v in model.graph.output)
     nodes_before = len(model.graph.node)
 
-    _fix_input_dims(model, inputs)
+    fix_input_dims(model, inputs)
     try:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as err:  # inference is an aid; the importer infers again on its own
@@ -338,7 +380,7 @@ def load_model(
     _raise_on_unsupported_ops(model, path)
     return LoadedModel(
         path=path,
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         model=model,
         inputs=inputs,
         output_names=output_names,

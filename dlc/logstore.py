@@ -156,7 +156,7 @@ def open_store(root: Path | str, target: TargetSpec, *, create: bool = True) -> 
     root = Path(root)
     path = root / target.key
     header_path = path / "target.json"
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": target.key, "target": target.config}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": target.key, "target": target.key_config}
     if not header_path.exists():
         if not create:
             return LogStore(path, target.key)

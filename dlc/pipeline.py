@@ -31,6 +31,8 @@ class OptimizedModel:
     source: ImportedModel
     mod: tvm.IRModule
     kernels: int
+    # The layout `optimize` chose: "NHWC", or "model's own (<why>)" for the build to report.
+    layout: str = "not recorded"
 
 
 # Convolutions run channels-last on CPUs: the output channel becomes the innermost,
@@ -123,6 +125,7 @@ def _relax_rewrite_pass(mutator_class, name: str):
 
 
 def _layout_passes(target: TargetSpec | None, *, layout: bool = True):
+    """`layout`: convert convolutions to CPU_CONV_LAYOUT; `optimize` decides when it is worth it."""
     from tvm import relax
 
     if target is None or target.kind != "llvm":
@@ -136,25 +139,48 @@ def _layout_passes(target: TargetSpec | None, *, layout: bool = True):
     return (convert if layout else []) + [_fast_math_pass()]
 
 
-def _unlowered_layout_ops(mod: tvm.IRModule) -> list[str]:
-    """Layout-carrying operators (relax.nn.*, relax.image.*) legalisation left as graph ops."""
+def _graph_ops(mod: tvm.IRModule) -> set[str]:
+    """The names of the operators the module's Relax functions call."""
     from tvm import relax
 
-    found: list[str] = []
+    found: set[str] = set()
 
     def visit(expr):
-        name = getattr(getattr(expr, "op", None), "name", "") if isinstance(expr, relax.Call) else ""
-        if name.startswith(("relax.nn.", "relax.image.")):
-            found.append(name)
+        if isinstance(expr, relax.Call):
+            found.add(getattr(expr.op, "name", ""))
 
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
+    found.discard("")
     return found
+
+
+def _unlowered_layout_ops(mod: tvm.IRModule) -> list[str]:
+    """Layout-carrying operators (relax.nn.*, relax.image.*) legalisation left as graph ops."""
+    return sorted(op for op in _graph_ops(mod) if op.startswith(("relax.nn.", "relax.image.")))
+
+
+def _layout_plan(mod: tvm.IRModule, target: TargetSpec) -> str:
+    """"NHWC" where channels-last is worth trying, else "model's own (why not)"."""
+    ops = _graph_ops(mod)
+    if target.kind != "llvm":
+        return f"model's own (no layout rule for '{target.kind}' targets)"
+    if "relax.nn.conv2d" not in ops:
+        return "model's own (no conv2d to gain from)"
+    if "relax.stack" in ops:
+        # The importer's variadic Max/Min/Sum/Mean. Its layout rule raises; on scalars it
+        # divides by zero in C++ (SIGFPE), which no except clause catches.
+        log.warning("channels-last layout cannot convert a model with relax.stack (variadic "
+                    "Max/Min/Sum/Mean); keeping the model's layout")
+        return "model's own (ConvertLayout cannot handle relax.stack)"
+    return "NHWC"
 
 
 def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
     from tvm import relax
+
+    from dlc.bounds import index_check_pass
 
     return [
         relax.transform.DecomposeOpsForInference(),  # batch norm etc. to elementwise ops
@@ -162,6 +188,7 @@ def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(["main"]),
         *_layout_passes(target, layout=layout),
+        index_check_pass(),  # after FoldConstant: only non-constant indices get a check
     ]
 
 
@@ -197,30 +224,50 @@ def _dump(mod: tvm.IRModule, dump_dir: Path | None, name: str) -> None:
 def optimize(
     imported: ImportedModel, target: TargetSpec, *, dump_ir: Path | None = None
 ) -> OptimizedModel:
-    """Simplify the imported graph and fuse it into TIR kernels for `target`."""
+    """Simplify the imported graph and fuse it into TIR kernels for `target`.
+
+    Convolutions go channels-last only where there is a conv2d to gain from. TVM's
+    ConvertLayout runs the layout rule of every operator in the module, and many of those
+    raise (or, for relax.stack of scalars, kill the process with SIGFPE), so a conv-less
+    graph skips it, and a graph it fails on keeps the model's own layout.
+    """
     import tvm
 
     tvm_target = target.to_tvm()
     mod = imported.mod
     _dump(mod, dump_ir, "01-imported.py")
+    layout = _layout_plan(mod, target)
+
+    def run(convert: bool):
+        passes = _graph_passes(target, layout=convert) + _fusion_passes(tvm_target)
+        return tvm.transform.Sequential(passes)(mod)
+
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
-            fused = tvm.transform.Sequential(_graph_passes(target) + _fusion_passes(tvm_target))(mod)
-            left = _unlowered_layout_ops(fused)
-            if left and target.kind == "llvm":  # the only kind that converts layouts
-                # An op whose legalisation does not take the channels-last layout: keep
-                # the model's own layout rather than fail the build (slower convs).
-                log.warning("channels-last layout leaves %s without a kernel; keeping the "
-                            "model's layout", sorted(set(left)))
-                fused = tvm.transform.Sequential(
-                    _graph_passes(target, layout=False) + _fusion_passes(tvm_target))(mod)
-            mod = fused
+            fused = None
+            if layout == "NHWC":
+                try:
+                    fused = run(True)
+                except Exception as err:  # a layout rule that raises: keep the model unconverted
+                    reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+                    log.warning("channels-last layout failed (%s); keeping the model's layout", reason)
+                    layout = f"model's own (channels-last failed: {reason})"
+                else:
+                    left = _unlowered_layout_ops(fused)
+                    if left:
+                        # An op whose legalisation does not take the channels-last layout: keep
+                        # the model's own layout rather than fail the build (slower convs).
+                        log.warning("channels-last layout leaves %s without a kernel; keeping the "
+                                    "model's layout", left)
+                        layout = f"model's own (channels-last leaves {', '.join(left)} without a kernel)"
+                        fused = None
+            mod = fused if fused is not None else run(False)
     except Exception as err:
         raise BuildError(
-            f"graph passes failed: {str(err).strip().splitlines()[-1]}",
+            f"graph passes failed: {(str(err).strip().splitlines() or [type(err).__name__])[-1]}",
             hint="run with --debug and --dump-ir DIR to see the IR they failed on",
         ) from err
     _dump(mod, dump_ir, "02-fused.py")
     kernels = count_kernels(mod)
-    log.info("fused into %d kernels", kernels)
-    return OptimizedModel(source=imported, mod=mod, kernels=kernels)
+    log.info("fused into %d kernels, layout %s", kernels, layout)
+    return OptimizedModel(source=imported, mod=mod, kernels=kernels, layout=layout)

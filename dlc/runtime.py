@@ -29,6 +29,27 @@ class Manifest:
     def target_name(self) -> str:
         return self.data["target"]["name"]
 
+    def check_runs_here(self) -> None:
+        """Refuse, before loading it, a library this machine cannot execute (a SIGILL otherwise)."""
+        from dlc import hostcpu
+        from dlc.target import TargetSpec, list_presets
+
+        target = self.data["target"]
+        if "isa_features" in target:
+            reason = hostcpu.unrunnable_reason(target["arch"], target["isa_features"])
+        else:  # a manifest from before dlc recorded the features
+            reason = TargetSpec(target["name"], target["config"]).unrunnable_reason()
+        if reason is None:
+            return
+        runnable = [spec.name for spec in list_presets() if spec.name != "host" and spec.runs_on_host()]
+        raise InputError(
+            f"'{self.library.name}' was built for target '{self.target_name}' and cannot run on "
+            f"this machine: {reason}",
+            hint="rebuild it with --target host"
+            + (f" (or a preset that runs here: {', '.join(runnable)})" if runnable else "")
+            + "; `dlc targets` lists what runs here",
+        )
+
 
 def read_manifest(library: Path | str) -> Manifest:
     from dlc.build import manifest_path
@@ -41,6 +62,8 @@ def read_manifest(library: Path | str) -> Manifest:
         data = json.loads(path.read_text())
         inputs = tuple(TensorSpec.from_json(d) for d in data["inputs"])
         outputs = tuple(TensorSpec.from_json(d) for d in data["outputs"])
+        if not isinstance(data["target"]["name"], str) or not isinstance(data["target"]["config"], dict):
+            raise TypeError("'target' needs a name and a config")
     except FileNotFoundError as err:
         raise InputError(
             f"'{library.name}' has no manifest '{path.name}' beside it",
@@ -62,11 +85,12 @@ class LoadedLibrary:
         from tvm import relax
 
         self.manifest = manifest
+        manifest.check_runs_here()
         try:
             module = tvm.runtime.load_module(str(manifest.library.resolve()))
         except Exception as err:
             raise DlcError(
-                f"cannot load '{manifest.library}': {str(err).strip().splitlines()[-1]}",
+                f"cannot load '{manifest.library}': {_last_line(err)}",
                 hint="was it built for this machine? see `target` in its manifest",
             ) from err
         self._device = tvm.cpu()
@@ -92,7 +116,14 @@ class LoadedLibrary:
                     f"for {list(spec.shape)}",
                     hint="recompile with --input-shape for the new shape",
                 )
-            arrays.append(np.ascontiguousarray(array, dtype=spec.dtype))
+            want = np.dtype(spec.dtype)
+            if not np.can_cast(array.dtype, want, casting="same_kind"):  # float64 -> float32 is fine
+                raise InputError(
+                    f"input '{spec.name}' is {array.dtype}; the library takes {want}",
+                    hint=f"save '{spec.name}' as {want} (e.g. array.astype(numpy.{want}))",
+                )
+            # order="C", not ascontiguousarray: that turns a scalar (rank 0) into shape [1].
+            arrays.append(np.asarray(array, dtype=want, order="C"))
         return arrays
 
     def bind(self, inputs: Mapping[str, np.ndarray]):
@@ -101,13 +132,34 @@ class LoadedLibrary:
 
         arrays = [tvm.runtime.tensor(a, self._device) for a in self.check_inputs(inputs)]
         main = self._vm["main"]
-        return lambda: main(*arrays)
+
+        def call():
+            try:
+                return main(*arrays)
+            except IndexError as err:  # an index check compiled into the library (dlc.bounds)
+                raise InputError(
+                    f"'{self.manifest.library.name}' refused the inputs: {str(err).strip()}",
+                    hint="fix the input values (e.g. token ids must be below the vocabulary size)",
+                ) from err
+            except Exception as err:  # e.g. shapes the library checks at its entry
+                raise DlcError(
+                    f"'{self.manifest.library.name}' failed: {_last_line(err)}",
+                    hint="its manifest may not match it (edited, or from another build); "
+                    "rebuild both with `dlc compile`",
+                ) from err
+
+        return call
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.bind(inputs)()
         # A single-output model returns a Tensor, a multi-output one an Array of them.
         values = [result] if hasattr(result, "numpy") else list(result)
         return {spec.name: v.numpy() for spec, v in zip(self.manifest.outputs, values)}
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def load_library(library: Path | str) -> LoadedLibrary:

@@ -1,4 +1,4 @@
-"""Parse target strings, JSON and targets/*.toml presets into a validated TargetSpec.
+"""Parse target strings, JSON and dlc/targets/*.toml presets into a validated TargetSpec.
 
 TVM 0.27 only accepts the dict form of a target ({"kind": "llvm", "mcpu": "skylake"});
 the classic "llvm -mcpu=skylake" strings users know are translated here. Parsing is pure
@@ -10,21 +10,23 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import platform
 import re
 import shlex
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlc import usable_cpus
+from dlc import hostcpu, usable_cpus
 from dlc.errors import TargetError
 
 if TYPE_CHECKING:
     import tvm.target
 
-DEFAULT_PRESETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+# Package data, so a regular (non-editable) install carries the presets.
+DEFAULT_PRESETS_DIR: Traversable = resources.files("dlc") / "targets"
 
 # The options TVM 0.27 registers for the two CPU kinds (TargetKind.options_from_name),
 # minus its internal ones (kind, tag, host, from_device, target_device_type). The order
@@ -56,12 +58,9 @@ _EXAMPLES = 'a TVM string like "llvm -mcpu=skylake", or JSON'
 _JSON_HINT = 'write a TVM config object, e.g. {"kind": "llvm", "mcpu": "skylake"}'
 _KIND_HINT = 'use kind "llvm" (or "c" for C source), e.g. "llvm -mcpu=skylake"'
 _PRESET_KEYS = ("description", "target", "cross_compiler", "notes")
-# LLVM feature names that change which instructions the code uses; tuning-only flags
-# such as "macrofusion" differ between CPUs that run the same code.
-_VECTOR_ISA = re.compile(
-    r"(sse|ssse3|avx|fma|f16c|amx|xop|neon|sve|sme|dotprod|i8mm|fullfp16|bf16|mve)")
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "i486": "i386",
-                 "i586": "i386", "i686": "i386", "x86": "i386"}
+# Where the code runs, not what it is: left out of the tuning-log key, so records measured
+# with 2 cores and with 8 share one folder.
+_PLACEMENT_OPTIONS = ("num-cores",)
 
 
 @dataclass(frozen=True)
@@ -100,11 +99,16 @@ class TargetSpec:
     @property
     def arch(self) -> str:
         triple = self.config.get("mtriple")
-        return _normalize_arch(triple.split("-")[0] if triple else platform.machine())
+        return hostcpu.normalize_arch(triple.split("-")[0]) if triple else hostcpu.host_arch()
+
+    @property
+    def key_config(self) -> dict:
+        """The options that decide the generated code: the config less its core count."""
+        return {k: v for k, v in self.config.items() if k not in _PLACEMENT_OPTIONS}
 
     @property
     def key(self) -> str:
-        blob = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self.key_config, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
         triple = self.config.get("mtriple")
         label = self.config.get("mcpu") or (triple.split("-")[0] if triple else "generic")
@@ -130,21 +134,36 @@ class TargetSpec:
             raise TargetError(f"TVM rejects target {str(self)!r}: {err}",
                               hint="fix the option TVM names above") from err
 
-    def runs_on_host(self) -> bool:
-        """Whether code built for this target can execute on this machine."""
-        if self.arch != _normalize_arch(platform.machine()):
-            return False
+    def with_cores(self, cores: int) -> TargetSpec:
+        """This target with `-num-cores` set, unless it names its own (MetaSchedule needs it)."""
+        if "num-cores" in self.config:
+            return self
+        config = {**self.config, "num-cores": cores}
+        return TargetSpec(self.name, config, self.description, self.cross_compiler, self.notes)
+
+    def isa_features(self) -> list[str]:
+        """The instruction-set features (LLVM names) that code built for this target may use."""
         if self.kind != "llvm":
-            return self.cross_compiler is None
-        from tvm.target import Target, codegen
+            return []
+        from tvm.target import codegen
 
-        host = Target({"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())})
-        return _vector_isa(self.to_tvm()) <= _vector_isa(host)
+        return hostcpu.isa_features(self.arch, codegen.llvm_get_cpu_features(self.to_tvm()))
+
+    def unrunnable_reason(self) -> str | None:
+        """Why code built for this target cannot execute on this machine (None: it can)."""
+        if self.kind != "llvm":
+            if self.arch != hostcpu.host_arch() or self.cross_compiler is not None:
+                return "it is built for another machine"
+            return None
+        return hostcpu.unrunnable_reason(self.arch, self.isa_features())
+
+    def runs_on_host(self) -> bool:
+        return self.unrunnable_reason() is None
 
 
-def parse_target(text: str, *, presets_dir: Path | None = None) -> TargetSpec:
+def parse_target(text: str, *, presets_dir: Path | Traversable | None = None) -> TargetSpec:
     """Turn a preset name, classic TVM string, inline JSON or .json/.toml path into a spec."""
-    presets_dir = DEFAULT_PRESETS_DIR if presets_dir is None else Path(presets_dir)
+    presets_dir = _presets(presets_dir)
     stripped = text.strip()
     if not stripped:
         raise TargetError("empty target", hint=_valid_hint(presets_dir))
@@ -176,18 +195,16 @@ def parse_target(text: str, *, presets_dir: Path | None = None) -> TargetSpec:
                       hint=_valid_hint(presets_dir))
 
 
-def list_presets(presets_dir: Path | None = None) -> list[TargetSpec]:
-    """Every targets/*.toml preset, loaded and validated, sorted by name."""
-    presets_dir = DEFAULT_PRESETS_DIR if presets_dir is None else Path(presets_dir)
+def list_presets(presets_dir: Path | Traversable | None = None) -> list[TargetSpec]:
+    """Every dlc/targets/*.toml preset, loaded and validated, sorted by name."""
+    presets_dir = _presets(presets_dir)
     return [_load_preset(presets_dir / f"{name}.toml") for name in _preset_names(presets_dir)]
 
 
 def host_target() -> TargetSpec:
-    """This machine, as LLVM detects it, with every core it lets this process use."""
-    from tvm.target import codegen
-
-    config = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": usable_cpus()}
-    return TargetSpec("host", config, description="this machine (detected)")
+    """This machine: LLVM's CPU name less the features the CPU does not report
+    (dlc.hostcpu), with every core it lets this process use."""
+    return TargetSpec("host", hostcpu.host_config(usable_cpus()), description="this machine (detected)")
 
 
 def _parse_classic(text: str) -> dict:
@@ -293,13 +310,13 @@ def _load_json(source: str, text: str) -> dict:
     return _canonical(config, text)
 
 
-def _load_preset(path: Path) -> TargetSpec:
+def _load_preset(path: Path | Traversable) -> TargetSpec:
     where = str(path)
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise TargetError(f"cannot read target preset {where!r}: {err}",
-                          hint="fix the file; see targets/cortex-a72.toml for the format") from err
+                          hint="fix the file; see dlc/targets/cortex-a72.toml for the format") from err
     for name, value in data.items():
         if name not in _PRESET_KEYS:
             raise TargetError(f"unknown key {name!r} in target preset {where!r}",
@@ -322,16 +339,24 @@ def _load_preset(path: Path) -> TargetSpec:
                               hint='e.g. target = { kind = "llvm", mcpu = "skylake" }')
     except TargetError as err:
         raise TargetError(f"in target preset {where!r}: {err.message}", hint=err.hint) from err
-    return TargetSpec(path.stem, config, description=data.get("description", ""),
+    return TargetSpec(path.name.removesuffix(".toml"), config, description=data.get("description", ""),
                       cross_compiler=data.get("cross_compiler") or None,
                       notes=data.get("notes", ""))
 
 
-def _preset_names(presets_dir: Path) -> list[str]:
-    return sorted(p.stem for p in presets_dir.glob("*.toml")) if presets_dir.is_dir() else []
+def _presets(presets_dir: Path | Traversable | None) -> Traversable:
+    if presets_dir is None:
+        return DEFAULT_PRESETS_DIR
+    return Path(presets_dir) if isinstance(presets_dir, str) else presets_dir
 
 
-def _valid_hint(presets_dir: Path) -> str:
+def _preset_names(presets_dir: Traversable) -> list[str]:
+    if not presets_dir.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".toml") for p in presets_dir.iterdir() if p.name.endswith(".toml"))
+
+
+def _valid_hint(presets_dir: Traversable) -> str:
     names = _preset_names(presets_dir)
     return (f"use a preset ({', '.join(names)}), {_EXAMPLES}" if names
             else f"use {_EXAMPLES}")
@@ -340,15 +365,3 @@ def _valid_hint(presets_dir: Path) -> str:
 def _did_you_mean(word: str, choices: list[str], *, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean '{prefix}{close[0]}'?" if close else ""
-
-
-def _normalize_arch(name: str) -> str:
-    name = _ARCH_ALIASES.get(name.lower(), name.lower())
-    match = re.match(r"(?:arm|thumb)v(\d+)", name)
-    return f"armv{match.group(1)}" if match else name
-
-
-def _vector_isa(target: tvm.target.Target) -> set[str]:
-    from tvm.target import codegen
-
-    return {str(f) for f in codegen.llvm_get_cpu_features(target) if _VECTOR_ISA.match(str(f))}

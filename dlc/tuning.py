@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 from dlc import usable_cpus
-from dlc.errors import TuningError
+from dlc.errors import InputError, TuningError
 from dlc.logstore import LogStore, Trial, open_store
 from dlc.measure import in_process_builder, load_cpu_tensor_intrinsics, local_runner, measure
 
@@ -121,9 +121,13 @@ def extract_tasks(optimized: OptimizedModel, target: TargetSpec) -> list[TuningT
     from tvm.s_tir.analysis import estimate_tir_flops
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
+    from dlc.schedule import is_scheduled
+
     tasks = []
     for extracted in ms.relax_integration.extract_tasks(optimized.mod, target.to_tvm()):
         mod = extracted.dispatched[0]
+        if is_scheduled(mod["main"]):  # written as it must run (dlc.bounds' index checks)
+            continue
         args = ArgInfo.from_prim_func(mod["main"])
         shapes = ["x".join(str(int(d)) for d in a.shape) or "scalar" for a in args]
         signature = ", ".join(shapes[:-1]) + " -> " + shapes[-1] if len(shapes) > 1 else shapes[0]
@@ -322,6 +326,18 @@ class _Search:
         return len(fresh)
 
 
+def check_can_measure(target: TargetSpec) -> None:
+    """Refuse, before any work, a target whose kernels this machine cannot run."""
+    unrunnable = target.unrunnable_reason()
+    if unrunnable:
+        raise InputError(
+            f"target '{target.name}' cannot run on this machine ({unrunnable}), so its kernels "
+            "cannot be measured here",
+            hint="tune for a target this machine runs (`dlc targets` says which), or on the board "
+            "itself (remote measurement through an RPC tracker is planned)",
+        )
+
+
 def tune(
     optimized: OptimizedModel,
     target: TargetSpec,
@@ -340,6 +356,10 @@ def tune(
     `time_budget` seconds run out; every trial is appended to `logs` as it is measured."""
     if trials < 0:
         raise TuningError(f"--trials must be positive, not {trials}", hint="e.g. --trials 300")
+    check_can_measure(target)
+    # MetaSchedule sizes its parallel loops from -num-cores: the cores of the machine that
+    # measures, unless the target names its own. The log store's key leaves it out.
+    target = target.with_cores(usable_cpus())
     started = time.perf_counter()
     load_cpu_tensor_intrinsics()
     all_tasks = extract_tasks(optimized, target)

@@ -55,6 +55,13 @@ MODELS = {
             {"x": (1, 3, 640, 640)},
             "PP-OCRv4 text detector",
         ),
+        ZooModel(
+            "silero-vad",
+            "silero-vad==6.2.3",
+            "silero_vad/data/silero_vad_op18_ifless.onnx",
+            {"input": (1, 576), "state": (2, 1, 128)},
+            "Silero voice-activity detector (op18, no If); its scalar input 'sr' is the sample rate",
+        ),
     )
 }
 

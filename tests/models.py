@@ -143,6 +143,61 @@ def token_embedding(path: Path) -> Path:
     return _save(graph, path)
 
 
+def scalar_input(path: Path) -> Path:
+    """A rank-0 int64 input (a sample rate, as silero VAD's `sr`) whose value picks the branch."""
+    nodes = [
+        helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+        helper.make_node("Equal", ["sr", "rate"], ["is_16k"], name="is_16k"),
+        helper.make_node("Cast", ["sr"], ["srf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "srf"], ["scaled"], name="scale"),
+        helper.make_node("Neg", ["x"], ["negated"], name="neg"),
+        helper.make_node("Where", ["is_16k", "scaled", "negated"], ["y"], name="pick"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scalar_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return _save(graph, path)
+
+
+def empty_like(path: Path) -> Path:
+    """CastLike whose `like` input is an empty tensor (declared dim 0): static, not dynamic."""
+    nodes = [helper.make_node("CastLike", ["x", "like"], ["y"], name="castlike")]
+    graph = helper.make_graph(
+        nodes,
+        "empty_like",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("like", TensorProto.DOUBLE, [0])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 3])],
+    )
+    return _save(graph, path)
+
+
+def deep_convs(path: Path, *, layers: int = 40) -> Path:
+    """A stack of 3x3 convs with distinct shapes, so building takes seconds, not a blink."""
+    rng = np.random.default_rng(5)
+    nodes, inits, channels, name = [], [], 4, "x"
+    for i in range(layers):
+        out = 4 + i  # distinct shapes: no two kernels are alike
+        inits += [_init(f"w{i}", rng.standard_normal((out, channels, 3, 3)).astype(np.float32) * 0.2),
+                  _init(f"b{i}", rng.standard_normal(out).astype(np.float32))]
+        nodes += [helper.make_node("Conv", [name, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        channels, name = out, f"r{i}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(
+        nodes,
+        "deep_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 32, 32])],
+        inits,
+    )
+    return _save(graph, path)
+
+
 def unsupported_ops(path: Path) -> Path:
     """Two custom-domain ops and one standard op TVM has no converter for."""
     nodes = [
@@ -300,6 +355,74 @@ def conv_transpose(path: Path) -> Path:
         [
             _init("w", (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)),
             _init("wt", (rng.standard_normal((16, 4, 2, 2)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def gather_table(path: Path) -> Path:
+    """Issue 8's model: Gather(table[1000x4] initializer, ids[1x16] int64 input)."""
+    rng = np.random.default_rng(8)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], name="gather", axis=0)],
+        "gather_table",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 4])],
+        [_init("table", rng.standard_normal((1000, 4)).astype(np.float32))],
+    )
+    return _save(graph, path)
+
+
+def index_ops(path: Path) -> Path:
+    """GatherElements, GatherND, ScatterND and ScatterElements on x[3x5], each with its own
+    int64 index input (ge_idx, nd_idx, snd_idx, se_idx) and constant updates."""
+    nodes = [
+        helper.make_node("GatherElements", ["x", "ge_idx"], ["ge"], name="gather_elements", axis=1),
+        helper.make_node("GatherND", ["x", "nd_idx"], ["nd"], name="gather_nd"),
+        helper.make_node("ScatterND", ["x", "snd_idx", "snd_upd"], ["snd"], name="scatter_nd"),
+        helper.make_node("ScatterElements", ["x", "se_idx", "se_upd"], ["se"], name="scatter_elements", axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "index_ops",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5]),
+            helper.make_tensor_value_info("ge_idx", TensorProto.INT64, [3, 2]),
+            helper.make_tensor_value_info("nd_idx", TensorProto.INT64, [2, 2]),
+            helper.make_tensor_value_info("snd_idx", TensorProto.INT64, [2, 1]),
+            helper.make_tensor_value_info("se_idx", TensorProto.INT64, [1, 5]),
+        ],
+        [
+            helper.make_tensor_value_info("ge", TensorProto.FLOAT, [3, 2]),
+            helper.make_tensor_value_info("nd", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("snd", TensorProto.FLOAT, [3, 5]),
+            helper.make_tensor_value_info("se", TensorProto.FLOAT, [3, 5]),
+        ],
+        [
+            _init("snd_upd", np.arange(100, 110, dtype=np.float32).reshape(2, 5)),
+            _init("se_upd", np.arange(200, 205, dtype=np.float32).reshape(1, 5)),
+        ],
+    )
+    return _save(graph, path)
+
+
+def constant_indices(path: Path) -> Path:
+    """Gather and GatherElements of an input with constant indices (negative ones too)."""
+    nodes = [
+        helper.make_node("Gather", ["x", "cols"], ["g"], name="gather", axis=1),
+        helper.make_node("GatherElements", ["x", "picks"], ["ge"], name="gather_elements", axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant_indices",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [
+            helper.make_tensor_value_info("g", TensorProto.FLOAT, [4, 3]),
+            helper.make_tensor_value_info("ge", TensorProto.FLOAT, [2, 6]),
+        ],
+        [
+            _init("cols", np.array([-1, 0, 2], np.int64)),
+            _init("picks", np.array([[3, -1, 0, 1, -4, 2], [0, 0, 0, 0, 0, 0]], np.int64)),
         ],
     )
     return _save(graph, path)

@@ -19,3 +19,15 @@ def test_compile_and_verify(zoo_model, tmp_path, name, target):
     assert result.returncode == 0, result.stderr
     assert "verified against ONNX Runtime" in result.stderr
     assert "MISMATCH" not in result.stdout
+
+
+def test_silero_vad_with_its_scalar_sample_rate(zoo_model, tmp_path):
+    """silero VAD takes `sr`, an int64 scalar (rank 0), beside its audio and state."""
+    args = ["compile", str(zoo_model("silero-vad")), "-o", str(tmp_path / "vad.so"), "--input-value", "sr=16000"]
+    for name, shape in MODELS["silero-vad"].input_shapes.items():
+        args += ["--input-shape", f"{name}:{'x'.join(map(str, shape))}"]
+    result = run_dlc(*args)
+    assert result.returncode == 0, result.stderr
+    assert "verified against ONNX Runtime" in result.stderr
+    run = run_dlc("run", str(tmp_path / "vad.so"), "--input-value", "sr=16000")
+    assert run.returncode == 0 and "output: 1x1 float32" in run.stdout, run.stderr

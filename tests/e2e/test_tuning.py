@@ -98,3 +98,20 @@ def test_killed_run_resumes_without_repeating_trials(tiny, tmp_path):
     repeats = Counter((line["hash"], line["candidate"]) for line in after)
     assert max(repeats.values()) == 1  # nothing measured twice
     assert open_store(logs, HOST).skipped_lines == 0
+
+
+SKYLAKE = parse_target("skylake")
+
+
+@pytest.mark.skipif(not SKYLAKE.runs_on_host(), reason="this CPU cannot run skylake code")
+def test_tune_a_named_preset(tiny, tmp_path):
+    """Presets name no core count; MetaSchedule needs one: the measuring machine's, outside the key."""
+    logs = tmp_path / "logs"
+    result = run_dlc("tune", str(tiny("conv_relu_pool")), "-t", "skylake", "--trials", "4", "--logs", str(logs),
+                     "-o", str(tmp_path / "tuned.so"), "--no-bench")
+    assert result.returncode == 0, result.stderr
+    assert "4 trials in" in result.stdout and "verified against ONNX Runtime" in result.stderr
+    header = json.loads((logs / SKYLAKE.key / "target.json").read_text())
+    assert header["target"] == {"kind": "llvm", "mcpu": "skylake"}
+    assert len([line for line in (logs / SKYLAKE.key / "records.jsonl").read_text().splitlines()
+                if json.loads(line)["candidate"] != DEFAULT]) == 4

@@ -14,18 +14,31 @@ from dlc.errors import InputError, ModelImportError
         ("images:[1, 3, 320, 320]", ("images", (1, 3, 320, 320))),
         ("input:0:1x4", ("input:0", (1, 4))),  # TF-exported names hold ':'
         ("x:7", ("x", (7,))),
+        ("x:1x0x3", ("x", (1, 0, 3))),  # 0 is an empty axis, a static size
     ],
 )
 def test_parse_input_shape(text, expected):
     assert frontend.parse_input_shape(text) == expected
 
 
-@pytest.mark.parametrize("text", ["images", ":1x3", "x:1xax3", "x:", "x:1x0x3", "x:[1,,3]", "x:-1x3"])
+@pytest.mark.parametrize("text", ["images", ":1x3", "x:1xax3", "x:", "x:[1,,3]", "x:-1x3", "x:1x2.5"])
 def test_parse_input_shape_rejects(text):
     with pytest.raises(InputError) as err:
         frontend.parse_input_shape(text)
     assert repr(text) in err.value.message
     assert "NAME:1x3x320x320" in err.value.hint
+
+
+def test_a_declared_zero_dim_is_static(tiny):
+    loaded = frontend.load_model(tiny("empty_like"))
+    assert [spec.shape for spec in loaded.inputs] == [(2, 3), (0,)]
+
+
+def test_oversized_inputs_are_refused_before_building(tiny):
+    with pytest.raises(InputError, match=r"input 'x' \(2000000000x4x6 float32\) would take 178.8 GiB"):
+        frontend.load_model(tiny("computed_reshape"), input_shapes={"x": (2_000_000_000, 4, 6)})
+    with pytest.raises(InputError, match="dimension over 2\\^31-1"):
+        frontend.load_model(tiny("computed_reshape"), input_shapes={"x": (2**31, 4, 6)})
 
 
 def test_dynamic_input_without_shape_names_input_axis_and_flag(tiny):

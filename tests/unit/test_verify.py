@@ -39,3 +39,13 @@ def test_token_ids_stay_inside_the_table_they_index(tiny):
     model = onnx.load(str(tiny("token_embedding")))
     ids = make_inputs((TensorSpec("ids", (1, 4000), "int64"),), model=model)["ids"]
     assert ids.min() >= 0 and ids.max() == 49  # 50-row table: every id valid, the range used
+
+
+def test_indices_of_every_indexing_op_stay_in_range(tiny):
+    """Random indices beyond the data would be refused by the library's index checks."""
+    from dlc.verify import _index_bounds
+
+    model = onnx.load(str(tiny("index_ops")))
+    specs = tuple(TensorSpec(n, s, "int64") for n, s in
+                  [("ge_idx", (3, 2)), ("nd_idx", (2, 2)), ("snd_idx", (2, 1)), ("se_idx", (1, 5))])
+    assert _index_bounds(model, specs) == {"ge_idx": 5, "nd_idx": 3, "snd_idx": 3, "se_idx": 3}
