@@ -86,6 +86,15 @@ def print_tuning_result(result) -> None:
     for o in result.tasks:
         for reason in o.error_reasons:
             console.print(f"  [red]{o.task.name}[/]: {reason}")
+    curve = result.curve
+    if len(curve) >= 2:
+        from dlc.tuning import gain_point
+
+        point = gain_point(curve)
+        where = (f"90% of the gain after {point.trials} trials ({point.seconds / 60:.1f} min)" if point
+                 else "no gain")
+        console.print(f"tuning curve: estimated model time {curve[0].estimated_us / 1e3:.3f} ms with the defaults "
+                      f"-> {curve[-1].estimated_us / 1e3:.3f} ms after {curve[-1].trials} trials; {where}")
     estimate = result.estimated_model_us
     console.print(
         f"{result.trials_run} trials in {result.seconds / 60:.1f} min ({result.trials_on_disk_before} already on disk), "

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlc.errors import LogStoreError
 from dlc.fileio import write_json_atomic
+from dlc.schedule import RULES_VERSION
 
 if TYPE_CHECKING:
     from tvm.s_tir import meta_schedule as ms
@@ -46,6 +47,7 @@ class Trial:
     record_json: Any  # MetaSchedule's TuningRecord.as_json()
     run_secs: tuple[float, ...] | None
     error: str | None  # "build: ..." or "run: ..." when the candidate failed
+    rules: str | None = None  # default-schedule lines: dlc.schedule.RULES_VERSION that built it
 
 
 @dataclass
@@ -71,12 +73,17 @@ class LogStore:
         times = [_mean(t.run_secs) for t in self.searched(workload_hash) if t.run_secs]
         return min(times) if times else None
 
-    def default_seconds(self, workload_hash: str) -> float | None:
-        """The latest measurement of the kernel under dlc's default schedule."""
+    def default_trial(self, workload_hash: str) -> Trial | None:
+        """The latest measurement of the kernel under the current default rules (failed or not)."""
         for trial in reversed(self.trials.get(workload_hash, ())):
-            if trial.candidate_hash == DEFAULT and trial.run_secs:
-                return _mean(trial.run_secs)
+            if trial.candidate_hash == DEFAULT and trial.rules == RULES_VERSION:
+                return trial
         return None
+
+    def default_seconds(self, workload_hash: str) -> float | None:
+        """The kernel's time under dlc's current default schedule, if it was measured and ran."""
+        trial = self.default_trial(workload_hash)
+        return _mean(trial.run_secs) if trial is not None and trial.run_secs else None
 
     def measured_candidates(self, workload_hash: str) -> dict[str, Trial]:
         return {t.candidate_hash: t for t in self.searched(workload_hash)}
@@ -96,11 +103,17 @@ class LogStore:
             "record": trial.record_json,
             "run_secs": list(trial.run_secs) if trial.run_secs else None,
             "error": trial.error,
+            **({"rules": trial.rules} if trial.rules else {}),
             "task": task_name,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         _append_line(self.path / "records.jsonl", line)
         self.trials[trial.workload_hash].append(trial)
+
+    def add_curve_point(self, run: str, trials: int, seconds: float, estimated_us: float) -> None:
+        """The tuning curve: estimated model time after `trials` of the run that began at `run`."""
+        _append_line(self.path / "curve.jsonl", {"run": run, "trials": trials, "seconds": round(seconds, 2),
+                                                 "estimated_us": round(estimated_us, 3)})
 
     # ------------------------------------------------------------ MetaSchedule view
 
@@ -211,7 +224,7 @@ def _load(store: LogStore) -> None:
     for line in _read_lines(store, store.path / "records.jsonl"):
         try:
             run_secs = tuple(float(s) for s in line["run_secs"]) if line.get("run_secs") else None
-            trial = Trial(line["hash"], line["candidate"], line["record"], run_secs, line.get("error"))
+            trial = Trial(line["hash"], line["candidate"], line["record"], run_secs, line.get("error"), line.get("rules"))
         except (KeyError, TypeError, ValueError):
             store.skipped_lines += 1
             continue

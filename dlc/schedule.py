@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # TVM 0.27 spells it "tirx.is_scheduled" (MetaScheduleApplyDatabase, dlight); older
 # releases "tir.is_scheduled". Either one means: a tuned record owns this kernel.
 SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
+# Bump when a rule changes what it builds: default-schedule timings in the tuning logs are
+# kept per version, so a kernel's default is re-measured rather than judged by old rules.
+RULES_VERSION = "2"
 
 
 def _rules():
@@ -59,23 +62,33 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, cpu: CpuParams, tvm_target: tvm.tar
     """Return (rule name, scheduled PrimFunc), or (None, func) when no rule applies."""
     from tvm import s_tir
 
+    rule_name, sch = apply_rules(s_tir.Schedule(func), cpu, tvm_target, name=name)
+    if rule_name is None:
+        return None, func
+    return rule_name, sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def apply_rules(sch: tvm.s_tir.Schedule, cpu: CpuParams, tvm_target: tvm.target.Target, *,
+                name: str = "kernel"):
+    """(rule name, a copy of `sch` scheduled by the first rule that fits and lowers), or
+    (None, None). The copy's trace replays the schedule, with the rule's tile choices as
+    sampling decisions: MetaSchedule can seed a search with it and mutate it (dlc.tuning)."""
     for rule_name, rule in _rules():
-        sch = s_tir.Schedule(func)
+        attempt = sch.copy()
         try:
-            if not rule(sch, cpu):
+            if not rule(attempt, cpu):
                 continue
         except Exception as err:  # a rule that does not fit this kernel: try the next one
             log.info("rule %s failed on %s: %s", rule_name, name, str(err).strip().splitlines()[-1:])
             continue
-        scheduled = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         try:
-            _check_lowers(scheduled, tvm_target)
+            _check_lowers(attempt.mod["main"], tvm_target)
         except Exception as err:  # e.g. a vectorised loop TIR cannot lower: the build must not fail
             log.warning("rule %s gave %s a schedule that does not lower (%s); trying the next rule",
                         rule_name, name, str(err).strip().splitlines()[-1:])
             continue
-        return rule_name, scheduled
-    return None, func
+        return rule_name, attempt
+    return None, None
 
 
 def _check_lowers(func, tvm_target) -> None:

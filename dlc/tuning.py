@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
-from dlc.logstore import LogStore, Trial, open_store
+from dlc.logstore import DEFAULT, LogStore, Trial, open_store
 from dlc.measure import in_process_builder, load_cpu_tensor_intrinsics, local_runner, measure
 
 if TYPE_CHECKING:
@@ -98,6 +99,23 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """The estimated model time (sum of calls x best kernel time) after `trials` of a run."""
+
+    trials: int
+    seconds: float
+    estimated_us: float
+
+
+def gain_point(curve: tuple[CurvePoint, ...], fraction: float = 0.9) -> CurvePoint | None:
+    """The first point that has `fraction` of the run's whole gain (None: the run gained nothing)."""
+    if len(curve) < 2 or curve[-1].estimated_us >= curve[0].estimated_us:
+        return None
+    target = curve[0].estimated_us - fraction * (curve[0].estimated_us - curve[-1].estimated_us)
+    return next(p for p in curve if p.estimated_us <= target)
+
+
+@dataclass(frozen=True)
 class TuningResult:
     logs: Path
     target_key: str
@@ -106,6 +124,7 @@ class TuningResult:
     trials_on_disk_before: int
     seconds: float
     stopped_by: StopReason
+    curve: tuple[CurvePoint, ...] = ()  # from the defaults (trials 0) to the end of the run
 
     @property
     def estimated_model_us(self) -> float | None:
@@ -179,9 +198,11 @@ class _TaskState:
     reasons: list[str] = field(default_factory=list)
 
     def score(self) -> float:
-        latency = self.best_us if self.best_us is not None else self.default_us
-        if self.exhausted or latency is None:
+        if self.exhausted:
             return -1.0
+        latency = self.best_us if self.best_us is not None else self.default_us
+        if latency is None:  # its default failed: searched, as if it ran at 1 GFLOP/s
+            latency = max(self.task.flops, 1.0) / 1e3
         return self.task.weight * latency * self.last_gain
 
 
@@ -202,6 +223,8 @@ class _Search:
     def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int):
         from tvm.s_tir import meta_schedule as ms
 
+        from dlc.schedules.cpu import cpu_params
+
         self.ms = ms
         self.store = store
         self.target = target
@@ -211,39 +234,66 @@ class _Search:
         self.seed = seed
         self.batch = batch
         self.cores = usable_cpus()
+        self.cpu = cpu_params(target)
         self.database = store.to_database()
         self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
         self.quiet = logging.getLogger("dlc.tuning.metaschedule")
         self.quiet.setLevel(logging.WARNING)
 
     def measure_defaults(self, states: list[_TaskState]) -> None:
+        """Time every kernel's default schedule once per rules version, keep its trace, and
+        put it in the search's database: the best records seed each search's population."""
+        from tvm import s_tir
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-        from dlc.schedule import apply_default_schedules
+        from dlc.schedule import RULES_VERSION, apply_rules
 
         todo = []
         for state in states:
-            known = self.store.default_seconds(state.task.workload_hash)
+            task = state.task
+            workload = self.database.commit_workload(task.mod)
+            known = self.store.default_trial(task.workload_hash)
             if known is not None:
-                state.default_us = _us(known)
+                state.default_us = _us(_mean(known.run_secs)) if known.run_secs else None
+                if known.run_secs and known.record_json:
+                    self.database.commit_tuning_record(
+                        self.ms.database.TuningRecord.from_json(known.record_json, workload))
                 continue
             with self.tvm_target:
-                mod = apply_default_schedules(state.task.mod, self.target).mod
-            todo.append((state, mod))
+                _, sch = apply_rules(s_tir.Schedule(task.mod), self.cpu, self.tvm_target, name=task.name)
+            todo.append((state, workload, sch or s_tir.Schedule(task.mod)))
         if not todo:
             return
-        outcomes = measure(
-            self.builder, self.runner, self.tvm_target,
-            [(mod, ArgInfo.from_prim_func(mod["main"])) for _, mod in todo],
-        )
-        for (state, _), (run_secs, error) in zip(todo, outcomes):
-            self.store.add_workload(state.task.workload_hash, self.ms.database.Workload(state.task.mod).as_json())
+        args = [ArgInfo.from_prim_func(sch.mod["main"]) for _, _, sch in todo]
+        outcomes = measure(self.builder, self.runner, self.tvm_target,
+                           [(sch.mod, arg) for (_, _, sch), arg in zip(todo, args)])
+        for (state, workload, sch), arg, (run_secs, error) in zip(todo, args, outcomes):
+            task = state.task
+            record = self.ms.database.TuningRecord(
+                sch.trace, workload, list(run_secs) if run_secs else None, self.tvm_target, arg)
+            self.store.add_workload(task.workload_hash, workload.as_json())
             self.store.add_trial(
-                Trial(state.task.workload_hash, "default", None, run_secs, error), task_name=state.task.name
+                Trial(task.workload_hash, DEFAULT, record.as_json(), run_secs, error, RULES_VERSION),
+                task_name=task.name,
             )
-            state.default_us = _us(_mean(run_secs)) if run_secs else None
-            if error:
+            if run_secs:
+                self.database.commit_tuning_record(record)
+                state.default_us = _us(_mean(run_secs))
+            else:
                 state.reasons.append(f"default schedule: {error}")
+
+    def _design_space(self):
+        """dlc's default rules, their tile choices left to sample, beside MetaSchedule's
+        generic space: the search draws from both, seeded with the measured defaults."""
+        from dlc.schedule import apply_rules
+
+        def rules(sch):
+            _, scheduled = apply_rules(sch, self.cpu, self.tvm_target)
+            return [] if scheduled is None else scheduled
+
+        ms = self.ms
+        return ms.space_generator.SpaceGeneratorUnion(
+            [ms.space_generator.ScheduleFn(rules), ms.space_generator.PostOrderApply()])
 
     def _start(self, state: _TaskState, max_trials: int):
         ms = self.ms
@@ -251,7 +301,7 @@ class _Search:
         context = ms.TuneContext(
             task.mod,
             target=self.tvm_target,
-            space_generator="post-order-apply",
+            space_generator=self._design_space(),
             search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
             task_name=task.name,
             rand_state=self.seed + task.index,
@@ -372,7 +422,17 @@ def tune(
     done, batch_seconds = 0, []
     stop: StopReason = "already-done" if budget == 0 else "trials"
 
+    curve: list[CurvePoint] = []
+    run_id = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def record_curve() -> None:
+        estimate = _model_estimate_us((s.task.weight, s.default_us, s.best_us) for s in states)
+        if estimate is not None:
+            curve.append(CurvePoint(done, time.perf_counter() - started, estimate))
+            store.add_curve_point(run_id, done, curve[-1].seconds, estimate)
+
     def report(state: _TaskState) -> None:
+        record_curve()
         if on_progress is None:
             return
         elapsed = time.perf_counter() - started
@@ -384,6 +444,7 @@ def tune(
 
     try:
         search.measure_defaults(states)
+        record_curve()
         chosen = [states[t.index] for t in selected]
         while budget and done < budget:
             elapsed = time.perf_counter() - started
@@ -422,4 +483,5 @@ def tune(
         )
         for s in states
     )
-    return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop)
+    return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop,
+                        tuple(curve))

@@ -90,9 +90,9 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     reg_extent = int(by_var[reg_var].dom) if reg_var is not None else 1
     vec_tile, reg_tile = _tiles(vec_extent, reg_extent, cpu)
 
-    vec_o, vec_i = sch.split(by_var[vec_var].loop_rv, [None, vec_tile])
+    vec_o, vec_i = _tile(sch, by_var[vec_var].loop_rv, vec_extent, vec_tile, max(4 * cpu.lanes, vec_tile))
     if reg_var is not None:
-        reg_o, reg_i = sch.split(by_var[reg_var].loop_rv, [None, reg_tile])
+        reg_o, reg_i = _tile(sch, by_var[reg_var].loop_rv, reg_extent, reg_tile, max(cpu.accumulators, reg_tile))
     outer = [it.loop_rv for it in main.iters if it.kind == "S" and it.var not in (vec_var, reg_var)]
     reduce = [it.loop_rv for it in main.iters if it.kind == "R"]
     tile_outer = outer + [vec_o] + ([reg_o] if reg_var is not None else [])
@@ -134,6 +134,17 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
         if loops and not sch.get(loops[0]).same_as(sch.get(fused)):
             common.schedule_spatial(sch, other, cpu)
     return True
+
+
+def _tile(sch: s_tir.Schedule, loop, extent: int, inner: int, max_inner: int):
+    """Split `loop` into (extent / inner, inner) through a sampled perfect tile whose decision
+    is this rule's pick: the same loops as a plain split, but recorded in the trace as a
+    decision that MetaSchedule's mutators and cost model can move (dlc.tuning)."""
+    if extent % inner:
+        return sch.split(loop, [None, inner])
+    factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_inner,
+                                      decision=[extent // inner, inner])
+    return sch.split(loop, factors)
 
 
 def _vectorize_innermost(sch: s_tir.Schedule, block) -> None:

@@ -35,7 +35,10 @@ def cpu_params(target: TargetSpec) -> CpuParams:
     arch = target.arch
     wide_regs = 32 if arch == "aarch64" else 16
     if "avx512f" in features:
-        isa, lanes, wide_regs = "avx512", 16, 32
+        # 8 lanes in AVX-512VL's 32 ymm registers, not 16 in zmm: measured on a Zen 5
+        # (bench/README.md), zmm tiles ran PP-OCR cls 4.4x slower (partial vectors on its
+        # 8/24/40-channel convs, spills) and YOLOv8n 2% slower.
+        isa, lanes, wide_regs = "avx512", 8, 32
     elif "avx2" in features or "avx" in features:
         isa, lanes = "avx2", 8
     elif "neon" in features or arch == "aarch64":

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from dlc import build, frontend, pipeline, tuning
-from dlc.logstore import DEFAULT, open_store
+from dlc.logstore import DEFAULT, Trial, open_store
 from dlc.target import parse_target
 from dlc.verify import verify
 from tests.conftest import run_dlc
@@ -115,3 +115,40 @@ def test_tune_a_named_preset(tiny, tmp_path):
     assert header["target"] == {"kind": "llvm", "mcpu": "skylake"}
     assert len([line for line in (logs / SKYLAKE.key / "records.jsonl").read_text().splitlines()
                 if json.loads(line)["candidate"] != DEFAULT]) == 4
+
+
+def test_defaults_are_traces_that_seed_the_search(tmp_path, optimized):
+    """Each kernel's default schedule is measured once per rules version and kept as a
+    replayable trace whose tile choices are sampling decisions the search can move."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from dlc.schedule import RULES_VERSION, schedule_kernel
+    from dlc.schedules.cpu import cpu_params
+
+    # A default timed by older rules must not decide anything: it is measured again.
+    conv = tuning.extract_tasks(optimized, HOST)[0]
+    store = open_store(tmp_path, HOST)
+    store.add_trial(Trial(conv.workload_hash, DEFAULT, None, (1e-9,), None, "0"), task_name=conv.name)
+    assert open_store(tmp_path, HOST).default_seconds(conv.workload_hash) is None
+
+    result = tuning.tune(optimized, HOST, logs=tmp_path, trials=16)
+    defaults = [line for line in _lines(tmp_path) if line["candidate"] == DEFAULT and line.get("rules") == RULES_VERSION]
+    assert {line["hash"] for line in defaults} == {t.workload_hash for t in tuning.extract_tasks(optimized, HOST)}
+    line = next(line for line in defaults if line["hash"] == conv.workload_hash)
+    record = ms.database.TuningRecord.from_json(line["record"], ms.database.Workload(conv.mod))
+    sch = s_tir.Schedule(conv.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    with HOST.to_tvm():
+        _, expected = schedule_kernel(conv.mod["main"], cpu_params(HOST), HOST.to_tvm())
+    import tvm_ffi
+
+    assert tvm_ffi.structural_equal(sch.mod["main"].without_attr("tirx.is_scheduled"),
+                                   expected.without_attr("tirx.is_scheduled"))
+    tiles = [inst for inst in record.trace.insts if inst.kind.name == "SamplePerfectTile"]
+    assert tiles and all(record.trace.decisions[inst] for inst in tiles)
+
+    # The tuning curve: defaults first, then one point per batch, also on disk.
+    assert result.curve[0].trials == 0 and result.curve[-1].trials == 16
+    assert result.curve[-1].estimated_us <= result.curve[0].estimated_us
+    assert len((tmp_path / HOST.key / "curve.jsonl").read_text().splitlines()) == len(result.curve)
