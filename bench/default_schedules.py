@@ -41,8 +41,11 @@ def bench_model(name: str, *, target: str, rounds: int, calls: int, workdir: Pat
     compile_s = time.perf_counter() - started
     report = verify(model, built.library, seed=0)
     bench = compare_latency(model, {"dlc": built.library}, threads=THREADS, rounds=rounds, block=calls)
+    engines = {latency.engine for latency in bench.latencies}
+    ov_ms = bench.median("openvino") if "openvino" in engines else float("nan")
     return {"model": name, "compile_s": compile_s, "kernels": built.kernels, "dlc_ms": bench.median("dlc"),
-            "ort_ms": bench.median("onnxruntime"), "ratio": bench.ratio("dlc"), "verified": report.passed}
+            "ort_ms": bench.median("onnxruntime"), "ov_ms": ov_ms, "ratio": bench.ratio("dlc"),
+            "ov_ratio": bench.median("dlc") / ov_ms, "verified": report.passed}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,12 +64,14 @@ def main(argv: list[str] | None = None) -> None:
           f"  target {args.target}  {THREADS} threads  {args.rounds} rounds of {args.calls or 'adaptive'} calls")
     # Another process on these cores skews both engines (the ratio less so): say so.
     print(f"# load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{'model':14} {'compile s':>9} {'kernels':>7} {'dlc ms':>8} {'ort ms':>8} {'ratio':>6}  verified")
+    print(f"{'model':14} {'compile s':>9} {'kernels':>7} {'dlc ms':>8} {'ort ms':>8} {'ov ms':>8} {'dlc/ort':>7} "
+          f"{'dlc/ov':>6}  verified")
     with tempfile.TemporaryDirectory(prefix="dlc-bench-") as tmp:
         for name in args.models:
             r = bench_model(name, target=args.target, rounds=args.rounds, calls=args.calls, workdir=Path(tmp))
             print(f"{r['model']:14} {r['compile_s']:9.1f} {r['kernels']:7d} {r['dlc_ms']:8.2f} "
-                  f"{r['ort_ms']:8.2f} {r['ratio']:6.2f}  {'yes' if r['verified'] else 'NO'}", flush=True)
+                  f"{r['ort_ms']:8.2f} {r['ov_ms']:8.2f} {r['ratio']:7.2f} {r['ov_ratio']:6.2f}  "
+                  f"{'yes' if r['verified'] else 'NO'}", flush=True)
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -67,6 +67,13 @@ def main() -> None:
         print(f"{latency.engine:<12}{latency.median_ms:>10.3f}{bench.ratio(latency.engine):>7.2f}x")
     print(f"tuned speed-up over untuned: {bench.median('untuned') / bench.median('tuned'):.2f}x "
           f"({bench.threads} threads each, {bench.rounds}x{bench.block} calls per engine)")
+    peers = [l.median_ms for l in bench.latencies if l.engine in ("onnxruntime", "openvino")]
+    print(f"tuned / faster peer: {bench.median('tuned') / min(peers):.2f}x")
+    point = tuning.gain_point(result.curve)
+    if point is not None:
+        print(f"tuning curve: {result.curve[0].estimated_us / 1e3:.3f} -> {result.curve[-1].estimated_us / 1e3:.3f} ms "
+              f"(estimated); 90% of the gain after {point.trials} of {result.curve[-1].trials} trials "
+              f"({point.seconds / 60:.1f} min)")
 
 
 if __name__ == "__main__":

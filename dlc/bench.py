@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 ORT = "onnxruntime"
+OPENVINO = "openvino"  # the faster peer on x86 CPUs; timed when installed (the `bench` extra)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ def compare_latency(
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     runners = {name: lib.bind(inputs) for name, lib in loaded.items()}
     runners[ORT] = lambda: session.run(None, inputs)
+    openvino = _openvino_runner(model_path, inputs, threads)
+    if openvino is not None:
+        runners[OPENVINO] = openvino
 
     if block is None:
         slowest = 0.0
@@ -97,3 +101,18 @@ def compare_latency(
         Latency(name, statistics.median(times), min(times), len(times)) for name, times in samples.items()
     )
     return BenchResult(latencies, threads, rounds, block)
+
+
+def _openvino_runner(model_path: Path | str, inputs: Mapping[str, Any], threads: int):
+    """OpenVINO on the same inputs and threads, or None when it is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    model = core.read_model(str(model_path))
+    model.reshape({name: list(array.shape) for name, array in inputs.items()})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    feeds = dict(inputs)
+    return lambda: request.infer(feeds)
