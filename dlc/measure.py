@@ -45,26 +45,45 @@ def load_cpu_tensor_intrinsics() -> None:
             log.warning("could not register %s tensor intrinsics: %s", sub, err)
 
 
-def in_process_builder() -> ms.builder.Builder:
-    """Builds candidates in this process: the stock LocalBuilder starts a fresh process pool
-    per batch whose workers each import tvm.s_tir.tensor_intrin (30-40 s here) and time out."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+def pooled_builder(*, timeout_sec: float = 60.0, batches_per_worker: int = 50, f_build=None) -> ms.builder.Builder:
+    """Builds candidates in one persistent worker process with a timeout: an LLVM hang or
+    crash costs that candidate and a restart, never the run. The stock LocalBuilder starts a
+    fresh pool per batch whose workers each import tvm.s_tir.tensor_intrin (30-40 s here)
+    and time out; this worker registers only the CPU intrinsics, once. It is replaced every
+    `batches_per_worker` batches (LocalBuilder's reason for fresh pools: workers leak memory).
+    `f_build`: a replacement for MetaSchedule's default build (tests)."""
     from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
     @derived_object
-    class InProcessBuilder(ms.builder.PyBuilder):
+    class PooledBuilder(ms.builder.PyBuilder):
+        def __init__(self):
+            super().__init__()
+            self.pool = None
+            self.batches = 0
+
         def build(self, build_inputs):
+            if self.pool is None or self.batches >= batches_per_worker:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool = PopenPoolExecutor(max_workers=1, timeout=timeout_sec,
+                                              initializer=load_cpu_tensor_intrinsics)
+                self.batches = 0
+            self.batches += 1
+            jobs = [(f_build, None, b.mod, b.target, None) for b in build_inputs]
             results = []
-            for build_input in build_inputs:
-                try:
-                    module = default_build(build_input.mod, build_input.target, None)
-                    results.append(ms.builder.BuilderResult(default_export(module), None))
-                except Exception as err:  # a bad candidate is data, not a crash
-                    results.append(ms.builder.BuilderResult(None, reason(err)))
+            for outcome in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs):
+                if outcome.status == StatusKind.COMPLETE:
+                    results.append(ms.builder.BuilderResult(outcome.value, None))
+                elif outcome.status == StatusKind.TIMEOUT:
+                    results.append(ms.builder.BuilderResult(None, f"timed out after {timeout_sec:g} s"))
+                else:  # an exception, or the worker died: a bad candidate is data
+                    results.append(ms.builder.BuilderResult(None, reason(str(outcome.value))))
             return results
 
-    return InProcessBuilder()
+    return PooledBuilder()
 
 
 def local_runner(*, timeout_sec: float = 30.0) -> ms.runner.Runner:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
 from dlc.logstore import DEFAULT, LogStore, Trial, open_store
-from dlc.measure import in_process_builder, load_cpu_tensor_intrinsics, local_runner, measure
+from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder
 
 if TYPE_CHECKING:
     import tvm
@@ -417,7 +417,7 @@ def tune(
     store = open_store(logs, target)
     on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
     budget = max(0, trials - on_disk)
-    search = _Search(store, target, builder or in_process_builder(), runner or local_runner(), seed=seed, batch=trials_per_batch)
+    search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed, batch=trials_per_batch)
     states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
     done, batch_seconds = 0, []
     stop: StopReason = "already-done" if budget == 0 else "trials"

@@ -52,7 +52,7 @@ def test_tune_writes_records_and_the_build_applies_them(tiny, tmp_path, optimize
 
 
 def test_failed_candidates_are_counted_with_their_reason(tmp_path, optimized):
-    real = tuning.in_process_builder()
+    real = tuning.pooled_builder()
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
@@ -152,3 +152,21 @@ def test_defaults_are_traces_that_seed_the_search(tmp_path, optimized):
     assert result.curve[0].trials == 0 and result.curve[-1].trials == 16
     assert result.curve[-1].estimated_us <= result.curve[0].estimated_us
     assert len((tmp_path / HOST.key / "curve.jsonl").read_text().splitlines()) == len(result.curve)
+
+
+def test_a_hanging_build_costs_its_trial_not_the_run(tmp_path, optimized):
+    """Candidates build in a worker process with a timeout: an LLVM hang is a failed trial."""
+    from dlc.measure import pooled_builder
+
+    def hang(mod, target, params):
+        import time
+
+        time.sleep(60)
+
+    started = time.monotonic()
+    result = tuning.tune(optimized, HOST, logs=tmp_path, trials=2, trials_per_batch=2,
+                         builder=pooled_builder(timeout_sec=1, f_build=hang))
+    conv = next(o for o in result.tasks if o.trials_run)
+    assert result.trials_run == 2 and conv.build_errors == 2
+    assert "build: timed out after 1 s" in conv.error_reasons
+    assert time.monotonic() - started < 55  # nobody waited for the hang
