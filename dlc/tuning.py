@@ -469,6 +469,11 @@ def tune(
         for state in states:
             if state.context is not None:
                 state.context.post_tuning()
+        # Workers left idle would share the cores with whatever runs next (a benchmark).
+        for worker, owned in ((search.builder, builder is None), (search.runner, runner is None)):
+            pool = getattr(worker, "pool", None) if owned else None
+            if pool is not None:
+                pool.shutdown()
 
     outcomes = tuple(
         TaskOutcome(
