@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
 from dlc.logstore import DEFAULT, LogStore, Trial, open_store
-from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder
+from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder, reason
 
 if TYPE_CHECKING:
     import tvm
@@ -193,6 +193,7 @@ class _TaskState:
     last_gain: float = FIRST_GAIN
     exhausted: bool = False
     trials_run: int = 0
+    batches: int = 0
     build_errors: int = 0
     run_errors: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -333,11 +334,18 @@ class _Search:
         task = state.task
         context = state.context or self._start(state, max_trials)
         workload = state.workload
-        candidates = context.generate_measure_candidates()
+        known = self.store.measured_candidates(task.workload_hash)
+        # Every other batch refines the best record so far by local moves (coordinate
+        # descent over its decisions); the rest come from the evolutionary search.
+        local = self._neighbours(state, context, known, limit) if state.batches % 2 == 0 else []
+        state.batches += 1
+        try:
+            candidates = local or list(context.generate_measure_candidates() or [])[:limit]
+        except Exception as err:  # MetaSchedule failing on one kernel must not end the run
+            state.reasons.append(f"search stopped: {reason(err)}")
+            return None
         if not candidates:
             return None
-        candidates = list(candidates)[:limit]
-        known = self.store.measured_candidates(task.workload_hash)
         hashes = [str(tvm_ffi.structural_hash(c.sch.mod)) for c in candidates]
         fresh = [i for i, h in enumerate(hashes) if h not in known]
         outcomes = dict(zip(fresh, measure(
@@ -366,7 +374,8 @@ class _Search:
             if run_secs:
                 us = _mean(run_secs) * 1e6
                 state.best_us = us if state.best_us is None else min(state.best_us, us)
-        context.notify_runner_results(candidates, results)
+        if not local:  # the search's own candidates: it keeps count of them
+            context.notify_runner_results(candidates, results)
         self.cost_model.update(context, candidates, results)
         if previous_best and state.best_us is not None:
             state.last_gain = max(MIN_GAIN, (previous_best - state.best_us) / previous_best)
@@ -374,6 +383,63 @@ class _Search:
             state.last_gain = MIN_GAIN
         state.trials_run += len(fresh)
         return len(fresh)
+
+
+    def _neighbours(self, state: _TaskState, context, known, limit: int) -> list:
+        """Candidates one move away from the best record: one tile factor moved between two
+        levels of one sampled tiling, or an unroll choice one step up or down (Droplet-style
+        local search; refining a good point beats sampling many on CPUs)."""
+        import tvm_ffi
+        from tvm import s_tir
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+        top = self.database.get_top_k(state.workload, 1)
+        if not top:
+            return []
+        trace = top[0].trace
+        seen, found = set(known), []
+        for inst, decision in trace.decisions.items():
+            for move in _moves(inst, decision):
+                sch = s_tir.Schedule(state.task.mod)
+                try:
+                    trace.with_decision(inst, move, remove_postproc=True).apply_to_schedule(sch, remove_postproc=True)
+                    sch.enter_postproc()  # marks what replays strip and redo, as the search does
+                    if not all(p.apply(sch) for p in context.space_generator.postprocs):
+                        continue
+                except Exception:  # a move the schedule cannot take: not a candidate
+                    continue
+                key = str(tvm_ffi.structural_hash(sch.mod))
+                if key in seen:
+                    continue
+                seen.add(key)
+                found.append(self.ms.MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+                if len(found) >= limit:
+                    return found
+        return found
+
+
+def _moves(inst, decision) -> list:
+    """The decisions one step away from `decision` of a sampling instruction."""
+    kind = inst.kind.name
+    if kind == "SamplePerfectTile":
+        factors = [int(f) for f in decision]
+        max_inner = int(inst.attrs[1])
+        moves = []
+        for i in range(len(factors)):
+            for j in range(len(factors)):
+                for prime in (2, 3):
+                    if i == j or factors[i] % prime:
+                        continue
+                    moved = list(factors)
+                    moved[i] //= prime
+                    moved[j] *= prime
+                    if moved[-1] <= max_inner or max_inner <= 0:
+                        moves.append(moved)
+        return moves
+    if kind == "SampleCategorical":
+        count = len(inst.attrs[0])
+        return [int(decision) + step for step in (-1, 1) if 0 <= int(decision) + step < count]
+    return []
 
 
 def check_can_measure(target: TargetSpec) -> None:

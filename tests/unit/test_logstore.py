@@ -67,11 +67,3 @@ def test_missing_folder_is_not_created_when_reading(tmp_path):
     store = open_store(tmp_path, SKYLAKE, create=False)
     assert store.trial_count("w1") == 0 and not (tmp_path / SKYLAKE.key).exists()
 
-
-def test_gain_point_is_where_the_run_reached_90_percent_of_its_gain():
-    from dlc.tuning import CurvePoint, gain_point
-
-    curve = tuple(CurvePoint(t, t * 2.0, us) for t, us in [(0, 100.0), (16, 60.0), (32, 52.0), (48, 50.0)])
-    assert gain_point(curve) == curve[2]  # 90% of 50 us gained: at or below 55 us
-    assert gain_point(curve, 0.5) == curve[1]
-    assert gain_point(curve[:1]) is None and gain_point((curve[0], CurvePoint(16, 1.0, 120.0))) is None

@@ -1,0 +1,25 @@
+"""Pure parts of dlc.tuning: the tuning curve and the local-search moves (no compiling)."""
+
+from __future__ import annotations
+
+
+def test_gain_point_is_where_the_run_reached_90_percent_of_its_gain():
+    from dlc.tuning import CurvePoint, gain_point
+
+    curve = tuple(CurvePoint(t, t * 2.0, us) for t, us in [(0, 100.0), (16, 60.0), (32, 52.0), (48, 50.0)])
+    assert gain_point(curve) == curve[2]  # 90% of 50 us gained: at or below 55 us
+    assert gain_point(curve, 0.5) == curve[1]
+    assert gain_point(curve[:1]) is None and gain_point((curve[0], CurvePoint(16, 1.0, 120.0))) is None
+
+
+def test_local_moves_shift_one_tile_factor_or_one_unroll_step():
+    from types import SimpleNamespace
+
+    from dlc.tuning import _moves
+
+    tile = SimpleNamespace(kind=SimpleNamespace(name="SamplePerfectTile"), attrs=[2, 16])
+    assert _moves(tile, [4, 8]) == [[2, 16], [8, 4]]  # [1, 32] would break max_innermost_factor
+    assert _moves(tile, [6, 2]) == [[3, 4], [2, 6], [12, 1]]
+    unroll = SimpleNamespace(kind=SimpleNamespace(name="SampleCategorical"), attrs=[[0, 16, 64, 512], [0.25] * 4])
+    assert _moves(unroll, 1) == [0, 2] and _moves(unroll, 3) == [2]
+    assert _moves(SimpleNamespace(kind=SimpleNamespace(name="SampleComputeLocation"), attrs=[]), 0) == []
