@@ -142,10 +142,10 @@ def read_onnx(path: Path) -> onnx.ModelProto:
             f"'{path}' is not an ONNX model (no graph in it)",
             hint="the file may be truncated or not ONNX; re-export or re-download it",
         )
-    newest = onnx.defs.onnx_opset_version()
-    if _opset(model) > newest:
+    opset, newest = _opset(model), onnx.defs.onnx_opset_version()
+    if opset > newest:
         raise ModelImportError(
-            f"'{path}' uses ONNX opset {_opset(model)}; the newest this dlc knows is {newest} (onnx {onnx.__version__})",
+            f"'{path}' uses ONNX opset {opset}; the newest this dlc knows is {newest} (onnx {onnx.__version__})",
             hint=f"re-export the model with opset {newest} or lower",
         )
     try:
