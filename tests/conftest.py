@@ -44,3 +44,14 @@ def run_dlc(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "dlc", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
+
+
+def assert_fails(result: subprocess.CompletedProcess, code: int, message: str, hint: str = "") -> None:
+    """The CLI's error form: exit `code`, no traceback, one `error:` line holding `message`,
+    then one `hint:` line, the last, holding `hint`."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith(("error: ", "  hint: "))]
+    assert [line[:6] for line in lines] == ["error:", "  hint"], result.stderr
+    assert message in lines[0], result.stderr
+    assert hint in lines[1] and result.stderr.strip().splitlines()[-1] == lines[1], result.stderr
