@@ -10,7 +10,9 @@ which gives its share of model time. The next batch then goes to the task with t
 `weight x best latency x expected gain`, where the expected gain is 0.5 for a task not yet
 searched and, afterwards, the relative improvement its last batch achieved (at least 0.05).
 Kernels that cost little model time are never searched; a task whose search space is
-exhausted drops out.
+exhausted drops out. Within a task, a batch first takes the unmeasured single-decision
+neighbours of its best record (coordinate descent from the default schedule); only when
+that neighbourhood is measured does the evolutionary search supply the batch.
 """
 
 from __future__ import annotations
@@ -193,7 +195,6 @@ class _TaskState:
     last_gain: float = FIRST_GAIN
     exhausted: bool = False
     trials_run: int = 0
-    batches: int = 0
     build_errors: int = 0
     run_errors: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -335,10 +336,10 @@ class _Search:
         context = state.context or self._start(state, max_trials)
         workload = state.workload
         known = self.store.measured_candidates(task.workload_hash)
-        # Every other batch refines the best record so far by local moves (coordinate
-        # descent over its decisions); the rest come from the evolutionary search.
-        local = self._neighbours(state, context, known, limit) if state.batches % 2 == 0 else []
-        state.batches += 1
+        # Local moves around the best record first (coordinate descent over its decisions,
+        # Droplet-style: the gains come early); the evolutionary search once the best's
+        # neighbourhood is measured, until it finds a new best to descend from.
+        local = self._neighbours(state, context, known, limit)
         try:
             candidates = local or list(context.generate_measure_candidates() or [])[:limit]
         except Exception as err:  # MetaSchedule failing on one kernel must not end the run

@@ -80,10 +80,12 @@ def largest_divisor(n: int, cap: int, *, multiple_of: int = 1) -> int:
 
 
 def vector_chunk(extent: int, cpu: CpuParams) -> int:
-    """How many innermost elements to vectorise: whole registers when the extent allows."""
-    chunk = largest_divisor(extent, 4 * cpu.lanes, multiple_of=cpu.lanes)
-    if chunk:
-        return chunk
+    """How many innermost elements to vectorise: whole registers when the extent allows,
+    else whole half registers (YOLOv8's 2100 anchors: 28, where scalar code took 10x longer)."""
+    for multiple in (cpu.lanes, max(2, cpu.lanes // 2)):
+        chunk = largest_divisor(extent, 4 * cpu.lanes, multiple_of=multiple)
+        if chunk:
+            return chunk
     return extent if 2 <= extent <= 4 * cpu.lanes else 1
 
 
