@@ -10,8 +10,12 @@ if TYPE_CHECKING:
 
     from dlc.schedules.cpu import CpuParams
 
-# Below this many output elements a parallel loop costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 4096
+# A parallel loop hands half the work, and the data, to a thread on another core. Where
+# cores are far apart (a VM whose two vCPUs sit on different dies at times) that costs
+# ~5-10 us per kernel: PP-OCR cls ran 0.32 or 0.71 ms by placement, 0.38 ms with its small
+# kernels serial (bench/README.md). Parallel only above ~20 us of one core's work:
+PARALLEL_MIN_ELEMENTS = 131072  # elementwise, copies and plain reductions: elements touched
+PARALLEL_MIN_FLOPS = 4 * 2**20  # register-tiled contractions (conv, matmul)
 
 
 def block_infos(sch: s_tir.Schedule):

@@ -18,6 +18,7 @@ so that reg_i * vec_i / lanes accumulators fit the register file.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from dlc.schedules import common
@@ -99,11 +100,8 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     inner = ([reg_i] if reg_var is not None else []) + [vec_i]
     sch.reorder(*tile_outer, *reduce, *inner)
     fused = sch.fuse(*tile_outer) if len(tile_outer) > 1 else tile_outer[0]
-    work = vec_extent * reg_extent
-    for it in main.iters:
-        if it.kind == "S" and it.var not in (vec_var, reg_var):
-            work *= int(it.dom)
-    if cpu.cores > 1 and work >= common.PARALLEL_MIN_ELEMENTS and int(sch.get(fused).extent) > 1:
+    flops = 2 * math.prod(int(it.dom) for it in main.iters)  # one multiply-add per iteration
+    if cpu.cores > 1 and flops >= common.PARALLEL_MIN_FLOPS and int(sch.get(fused).extent) > 1:
         sch.parallel(fused)
 
     # The accumulator tile lives in registers: the epilogue (or a write-back) consumes it
