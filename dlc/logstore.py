@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 FORMAT = "dlc-tuning-log"
 FORMAT_VERSION = 1
 DEFAULT = "default"  # candidate hash of a kernel's default-schedule baseline line
+# Repeated timings of one kernel differ by up to ~2%: a record must beat its default (and a
+# new best the previous best) by more than this to count as a gain.
+MEASURABLE_GAIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ class LogStore:
 
     def to_database(self, *, only_improvements: bool = False) -> ms.database.MemoryDatabase:
         """A MetaSchedule database of this target's successful trials. With
-        `only_improvements`, kernels whose best record is slower than their measured
-        default schedule are left out, so a build keeps the faster default."""
+        `only_improvements`, kernels whose best record is not measurably faster than their
+        default schedule are left out: a build keeps the default (MEASURABLE_GAIN)."""
         from tvm.s_tir import meta_schedule as ms
 
         database = ms.database.MemoryDatabase()
@@ -128,7 +131,7 @@ class LogStore:
             best, default = self.best_seconds(workload_hash), self.default_seconds(workload_hash)
             if workload_hash not in self.workloads or best is None:
                 continue
-            if only_improvements and default is not None and default <= best:
+            if only_improvements and default is not None and best > default * (1 - MEASURABLE_GAIN):
                 continue
             workload = database.commit_workload(
                 ms.database.Workload.from_json(self.workloads[workload_hash]).mod

@@ -108,6 +108,55 @@ def _fold_constant_transposes():
     return _relax_rewrite_pass(FoldTransposes, "DlcFoldConstantTransposes")
 
 
+def _conv_transpose_as_conv():
+    """ConvTranspose whose kernel equals its stride (no padding, dilation, groups or output
+    padding; the upsampling of U-Nets and PP-OCR det) as a 1x1 conv2d to C_out x k x k
+    channels and a pixel shuffle (depth-to-space): the same sums, without the stride-dilated input TVM's
+    conv2d_transpose multiplies through (3/4 zeros at stride 2), and the conv2d gets the
+    channels-last rule."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class ConvTransposeAsConv(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.nn.conv2d_transpose":
+                return call
+            data, weight = call.args
+            attrs = call.attrs
+            if not isinstance(weight, tvm.ir.expr.Constant) or weight.value.ndim != 4:
+                return call
+            w = weight.value.numpy()  # [C_in, C_out, k, k]
+            k = list(w.shape[2:])
+            plain = (
+                str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "IOHW"
+                and str(attrs.out_layout) == "NCHW" and int(attrs.groups) == 1
+                and k[0] == k[1] and [int(s) for s in attrs.strides] == k
+                and all(int(p) == 0 for p in attrs.padding)
+                and all(int(p) == 0 for p in attrs.output_padding)
+                and all(int(d) == 1 for d in attrs.dilation)
+            )
+            if not plain:
+                return call
+            c_in, c_out = w.shape[:2]
+            # Output channel (co, a, b) -> co*k*k + a*k + b: pixel_shuffle's order.
+            w1x1 = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c_out * k[0] * k[1], c_in, 1, 1))
+            out_dtype = attrs.out_dtype if attrs.out_dtype not in (None, "", "void") else str(w.dtype)
+            conv = relax.op.nn.conv2d(data, relax.const(w1x1), out_dtype=str(out_dtype))
+            # Pixel shuffle as reshape / transpose / reshape (topi has no pixel_shuffle to
+            # legalise relax.nn.pixel_shuffle with in TVM 0.27).
+            y = self.builder_.emit(conv)
+            n, _, h, width = (int(d) for d in y.ty.shape)
+            y = self.builder_.emit(relax.op.reshape(y, [n, c_out, k[0], k[1], h, width]))
+            y = self.builder_.emit(relax.op.permute_dims(y, [0, 1, 4, 2, 5, 3]))
+            return relax.op.reshape(y, [n, c_out, h * k[0], width * k[1]])
+
+    return _relax_rewrite_pass(ConvTransposeAsConv, "DlcConvTransposeAsConv")
+
+
 def _relax_rewrite_pass(mutator_class, name: str):
     """A module pass that runs a PyExprMutator over every Relax function."""
     import tvm
@@ -187,6 +236,7 @@ def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(["main"]),
+        _conv_transpose_as_conv(),
         *_layout_passes(target, layout=layout),
         index_check_pass(),  # after FoldConstant: only non-constant indices get a check
     ]

@@ -18,6 +18,7 @@ that neighbourhood is measured does the evolutionary search supply the batch.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
-from dlc.logstore import DEFAULT, LogStore, Trial, open_store
+from dlc.logstore import DEFAULT, MEASURABLE_GAIN, LogStore, Trial, open_store
 from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder, reason
 
 if TYPE_CHECKING:
@@ -52,6 +53,15 @@ class TuningTask:
     weight: int  # calls per model run
     flops: float  # per call
     signature: str  # argument shapes, e.g. "1x3x48x192, 8x3x3x3 -> 1x8x24x96"
+    output_elements: int = 0
+
+    @property
+    def worth_two_cores(self) -> bool:
+        """The default rules' test (dlc.schedules.common): below it a parallel loop costs more
+        than it saves where the cores are far apart, so the search does not try one either."""
+        from dlc.schedules import common
+
+        return self.flops >= common.PARALLEL_MIN_FLOPS or self.output_elements >= common.PARALLEL_MIN_ELEMENTS
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,11 @@ class TaskOutcome:
 
 
 def _effective_us(default_us: float | None, best_us: float | None) -> float | None:
-    """What a build with the records will run: the better of tuned and default."""
-    candidates = [t for t in (default_us, best_us) if t is not None]
-    return min(candidates) if candidates else None
+    """What a build with the records will run: the tuned record where it is measurably
+    faster than the default, else the default."""
+    if best_us is not None and (default_us is None or best_us < default_us * (1 - MEASURABLE_GAIN)):
+        return best_us
+    return default_us
 
 
 def _model_estimate_us(kernels) -> float | None:
@@ -161,6 +173,7 @@ def extract_tasks(optimized: OptimizedModel, target: TargetSpec) -> list[TuningT
                 weight=int(extracted.weight),
                 flops=float(estimate_tir_flops(mod)),
                 signature=signature,
+                output_elements=math.prod(int(d) for d in args[-1].shape),
             )
         )
     tasks.sort(key=lambda t: -t.weight * t.flops)
@@ -284,9 +297,10 @@ class _Search:
             else:
                 state.reasons.append(f"default schedule: {error}")
 
-    def _design_space(self):
+    def _design_space(self, task: TuningTask):
         """dlc's default rules, their tile choices left to sample, beside MetaSchedule's
-        generic space: the search draws from both, seeded with the measured defaults."""
+        generic space: the search draws from both, seeded with the measured defaults. A kernel
+        too small to gain from two cores gets the generic space without parallel loops."""
         from dlc.schedule import apply_rules
 
         def rules(sch):
@@ -294,8 +308,20 @@ class _Search:
             return [] if scheduled is None else scheduled
 
         ms = self.ms
-        return ms.space_generator.SpaceGeneratorUnion(
-            [ms.space_generator.ScheduleFn(rules), ms.space_generator.PostOrderApply()])
+        generic = ms.space_generator.PostOrderApply()
+        if not task.worth_two_cores:
+            sch_rules = [
+                ms.schedule_rule.ParallelizeVectorizeUnroll(
+                    max_jobs_per_core=-1, max_vectorize_extent=rule.max_vectorize_extent,
+                    unroll_max_steps=list(rule.unroll_max_steps), unroll_explicit=rule.unroll_explicit)
+                if isinstance(rule, ms.schedule_rule.ParallelizeVectorizeUnroll)
+                else ms.schedule_rule.AddRFactor(max_jobs_per_core=-1, max_innermost_factor=rule.max_innermost_factor)
+                if isinstance(rule, ms.schedule_rule.AddRFactor)
+                else rule
+                for rule in ms.ScheduleRule.create("llvm")
+            ]
+            generic = ms.space_generator.PostOrderApply(sch_rules=sch_rules)
+        return ms.space_generator.SpaceGeneratorUnion([ms.space_generator.ScheduleFn(rules), generic])
 
     def _start(self, state: _TaskState, max_trials: int):
         ms = self.ms
@@ -303,7 +329,7 @@ class _Search:
         context = ms.TuneContext(
             task.mod,
             target=self.tvm_target,
-            space_generator=self._design_space(),
+            space_generator=self._design_space(task),
             search_strategy=ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32),
             task_name=task.name,
             rand_state=self.seed + task.index,
@@ -374,7 +400,8 @@ class _Search:
             results.append(ms.runner.RunnerResult(list(run_secs) if run_secs else None, error))
             if run_secs:
                 us = _mean(run_secs) * 1e6
-                state.best_us = us if state.best_us is None else min(state.best_us, us)
+                if state.best_us is None or us < state.best_us * (1 - MEASURABLE_GAIN):
+                    state.best_us = us
         if not local:  # the search's own candidates: it keeps count of them
             context.notify_runner_results(candidates, results)
         self.cost_model.update(context, candidates, results)

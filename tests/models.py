@@ -339,22 +339,28 @@ def conv_silu_softmax(path: Path) -> Path:
 
 
 def conv_transpose(path: Path) -> Path:
-    """Conv then ConvTranspose 2x upsampling (PP-OCR det's neck): the transposed conv has no
-    channels-last legalisation in TVM 0.27, so it must stay NCHW beside an NHWC conv."""
+    """Conv, then two ConvTranspose 2x upsamplings: kernel 3 with padding, right after the
+    conv (TVM 0.27 has no channels-last legalisation for it, so it must stay NCHW beside an
+    NHWC conv), then kernel 2 = stride 2 with a bias (PP-OCR det's neck), which dlc rewrites
+    as a 1x1 conv and a pixel shuffle."""
     rng = np.random.default_rng(7)
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("ConvTranspose", ["r", "wt"], ["y"], name="upsample", strides=[2, 2]),
+        helper.make_node("ConvTranspose", ["r", "wt3"], ["u"], name="upsample_k3", strides=[2, 2],
+                         pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        helper.make_node("ConvTranspose", ["u", "wt", "bt"], ["y"], name="upsample", strides=[2, 2]),
     ]
     graph = helper.make_graph(
         nodes,
         "conv_transpose",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 40, 40])],
         [
             _init("w", (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)),
-            _init("wt", (rng.standard_normal((16, 4, 2, 2)) * 0.3).astype(np.float32)),
+            _init("wt3", (rng.standard_normal((16, 4, 3, 3)) * 0.3).astype(np.float32)),
+            _init("wt", (rng.standard_normal((4, 2, 2, 2)) * 0.3).astype(np.float32)),
+            _init("bt", rng.standard_normal(2).astype(np.float32)),
         ],
     )
     return _save(graph, path)

@@ -118,6 +118,18 @@ def test_conv_transpose_keeps_a_layout_it_can_lower(tiny, tmp_path, monkeypatch,
     assert verify(tiny("conv_transpose"), built.library, seed=3).passed
 
 
+def test_conv_transpose_with_kernel_equal_to_stride_becomes_a_conv(tiny):
+    """Kernel 2 = stride 2 turns into a 1x1 conv2d and a pixel shuffle (reshape, transpose);
+    the kernel-3 one stays a conv2d_transpose (the test above builds and verifies both)."""
+    import tvm
+
+    imported = frontend.import_model(frontend.load_model(tiny("conv_transpose")))
+    with HOST.to_tvm():
+        graph = tvm.transform.Sequential(pipeline._graph_passes(HOST, layout=False))(imported.mod).script()
+    assert graph.count("R.nn.conv2d_transpose(") == 1
+    assert graph.count("R.nn.conv2d(") == 2  # the model's conv and the rewritten upsampling
+
+
 # An FMA on the fp32 vector registers each ISA's micro-kernel uses, as it spells them.
 VECTOR_FMA = {
     "skylake": r"vfmadd\d{3}ps\s+[^\n]*%ymm(?:[0-9]|1[0-5])\b",  # AVX2: 8 lanes, 16 registers

@@ -45,3 +45,42 @@ NEON = CpuParams("neon", 4, 32, True, 4)
 )
 def test_register_tile(cpu, vec, reg, expected):
     assert _tiles(vec, reg, cpu) == expected
+
+
+@pytest.mark.parametrize(
+    "extent, expected",
+    [
+        (64, 32),  # whole registers
+        (48, 24),
+        (2100, 28),  # YOLOv8's anchors: no multiple of 8 divides it; 7 half registers
+        (7, 7),  # short: one partial vector
+        (97, 1),  # prime: scalar
+    ],
+)
+def test_vector_chunk(extent, expected):
+    from dlc.schedules.common import vector_chunk
+
+    assert vector_chunk(extent, AVX2) == expected
+
+
+def _matmul(m: int, n: int, k: int):
+    from tvm import te
+
+    a = te.placeholder((m, k), name="a")
+    b = te.placeholder((k, n), name="b")
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r), name="c")
+    return te.create_prim_func([a, b, c])
+
+
+@pytest.mark.parametrize("m, n, k, parallel", [(16, 64, 64, False), (256, 256, 256, True)])
+def test_only_kernels_worth_two_cores_run_in_parallel(m, n, k, parallel):
+    """A parallel kernel costs 5-10 us more where the cores are far apart (bench/README.md):
+    131 kFLOP stays serial, 33 MFLOP is split."""
+    from tvm import s_tir
+
+    from dlc.schedules import contraction
+
+    sch = s_tir.Schedule(_matmul(m, n, k))
+    assert contraction.apply(sch, AVX2)
+    assert ("T.parallel(" in sch.mod.script()) == parallel
