@@ -65,13 +65,15 @@ def compare_latency(
     import onnxruntime as ort
 
     from dlc.runtime import load_library
+    from dlc.frontend import read_onnx
     from dlc.verify import make_inputs
 
     # ONNX Runtime gets as many threads as TVM's pool has, which is fixed for the process.
     threads = threads or tvm_threads()
     loaded = {name: load_library(path) for name, path in libraries.items()}
     first = next(iter(loaded.values()))
-    inputs = make_inputs(first.manifest.inputs, seed=seed, given=inputs)
+    # With the model, integer inputs used as indices (token ids) get values in range.
+    inputs = make_inputs(first.manifest.inputs, seed=seed, given=inputs, model=read_onnx(model_path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

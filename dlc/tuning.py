@@ -8,7 +8,8 @@ reuses trials already on disk instead of measuring them again.
 Trial allocation: every selected task is first measured once with its default schedule,
 which gives its share of model time. The next batch then goes to the task with the largest
 `weight x best latency x expected gain`, where the expected gain is 0.5 for a task not yet
-searched and, afterwards, the relative improvement its last batch achieved (at least 0.05).
+searched and, afterwards, the relative improvement its last batch achieved (at least 0.05),
+halved after every batch that improved nothing.
 Kernels that cost little model time are never searched; a task whose search space is
 exhausted drops out. Within a task, a batch first takes the unmeasured single-decision
 neighbours of its best record (coordinate descent from the default schedule); only when
@@ -203,7 +204,8 @@ class _TaskState:
     task: TuningTask
     context: object | None = None  # its TuneContext, once searched
     workload: object | None = None  # its database Workload, once searched
-    default_us: float | None = None
+    default_us: float | None = None  # best timing of the default schedule
+    default_schedule: tuple | None = None  # (Schedule, ArgInfo) of the default, once built
     best_us: float | None = None
     last_gain: float = FIRST_GAIN
     exhausted: bool = False
@@ -261,7 +263,7 @@ class _Search:
         from tvm import s_tir
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-        from dlc.schedule import RULES_VERSION, apply_rules
+        from dlc.schedule import apply_rules
 
         todo = []
         for state in states:
@@ -269,7 +271,7 @@ class _Search:
             workload = self.database.commit_workload(task.mod)
             known = self.store.default_trial(task.workload_hash)
             if known is not None:
-                state.default_us = _us(_mean(known.run_secs)) if known.run_secs else None
+                state.default_us = _us(self.store.default_seconds(task.workload_hash))
                 if known.run_secs and known.record_json:
                     self.database.commit_tuning_record(
                         self.ms.database.TuningRecord.from_json(known.record_json, workload))
@@ -282,20 +284,45 @@ class _Search:
         args = [ArgInfo.from_prim_func(sch.mod["main"]) for _, _, sch in todo]
         outcomes = measure(self.builder, self.runner, self.tvm_target,
                            [(sch.mod, arg) for (_, _, sch), arg in zip(todo, args)])
-        for (state, workload, sch), arg, (run_secs, error) in zip(todo, args, outcomes):
-            task = state.task
-            record = self.ms.database.TuningRecord(
-                sch.trace, workload, list(run_secs) if run_secs else None, self.tvm_target, arg)
-            self.store.add_workload(task.workload_hash, workload.as_json())
-            self.store.add_trial(
-                Trial(task.workload_hash, DEFAULT, record.as_json(), run_secs, error, RULES_VERSION),
-                task_name=task.name,
-            )
-            if run_secs:
-                self.database.commit_tuning_record(record)
-                state.default_us = _us(_mean(run_secs))
-            else:
-                state.reasons.append(f"default schedule: {error}")
+        for (state, workload, sch), arg, outcome in zip(todo, args, outcomes):
+            self.store.add_workload(state.task.workload_hash, workload.as_json())
+            self._record_default(state, workload, sch, arg, outcome)
+            if outcome[0] is None:
+                state.reasons.append(f"default schedule: {outcome[1]}")
+
+    def _record_default(self, state: _TaskState, workload, sch, arg, outcome) -> None:
+        """Log a timing of the default schedule; the kernel's default time is the best of them."""
+        from dlc.schedule import RULES_VERSION
+
+        run_secs, error = outcome
+        record = self.ms.database.TuningRecord(
+            sch.trace, workload, list(run_secs) if run_secs else None, self.tvm_target, arg)
+        self.store.add_trial(
+            Trial(state.task.workload_hash, DEFAULT, record.as_json(), run_secs, error, RULES_VERSION),
+            task_name=state.task.name,
+        )
+        if run_secs:
+            self.database.commit_tuning_record(record)
+            us = _us(_mean(run_secs))
+            state.default_us = us if state.default_us is None else min(state.default_us, us)
+
+    def _default_control(self, state: _TaskState):
+        """(schedule, args) of the kernel's default, timed again beside each batch: one
+        timing taken when the search began, on a VM whose speed shifts from minute to minute
+        (bench/README.md), made later candidates look 20% faster than a default they equal."""
+        from tvm import s_tir
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+        from dlc.schedule import apply_rules
+
+        if state.default_us is None:
+            return None
+        if state.default_schedule is None:
+            with self.tvm_target:
+                _, sch = apply_rules(s_tir.Schedule(state.task.mod), self.cpu, self.tvm_target, name=state.task.name)
+            sch = sch or s_tir.Schedule(state.task.mod)
+            state.default_schedule = (sch, ArgInfo.from_prim_func(sch.mod["main"]))
+        return state.default_schedule
 
     def _design_space(self, task: TuningTask):
         """dlc's default rules, their tile choices left to sample, beside MetaSchedule's
@@ -375,9 +402,13 @@ class _Search:
             return None
         hashes = [str(tvm_ffi.structural_hash(c.sch.mod)) for c in candidates]
         fresh = [i for i, h in enumerate(hashes) if h not in known]
-        outcomes = dict(zip(fresh, measure(
-            self.builder, self.runner, self.tvm_target, [(candidates[i].sch.mod, candidates[i].args_info) for i in fresh]
-        ))) if fresh else {}
+        control = self._default_control(state) if fresh else None
+        items = [(candidates[i].sch.mod, candidates[i].args_info) for i in fresh]
+        measured = measure(self.builder, self.runner, self.tvm_target,
+                           items + ([(control[0].mod, control[1])] if control else [])) if fresh else []
+        if control:
+            self._record_default(state, workload, control[0], control[1], measured.pop())
+        outcomes = dict(zip(fresh, measured))
         results = []
         previous_best = state.best_us if state.best_us is not None else state.default_us
         for i, candidate in enumerate(candidates):
@@ -405,10 +436,14 @@ class _Search:
         if not local:  # the search's own candidates: it keeps count of them
             context.notify_runner_results(candidates, results)
         self.cost_model.update(context, candidates, results)
-        if previous_best and state.best_us is not None:
-            state.last_gain = max(MIN_GAIN, (previous_best - state.best_us) / previous_best)
+        if state.best_us is not None and (not previous_best or state.best_us < previous_best):
+            gain = (previous_best - state.best_us) / previous_best if previous_best else FIRST_GAIN
+            state.last_gain = max(MIN_GAIN, gain)
         else:
-            state.last_gain = MIN_GAIN
+            # Nothing found: halve the expectation, so the next batches go to kernels that
+            # have not been tried as often (else the heaviest kernel takes every batch at
+            # the floor, and the others' gains arrive at the end of the budget).
+            state.last_gain /= 2
         state.trials_run += len(fresh)
         return len(fresh)
 
