@@ -73,7 +73,7 @@ def compare_latency(
     loaded = {name: load_library(path) for name, path in libraries.items()}
     first = next(iter(loaded.values()))
     # With the model, integer inputs used as indices (token ids) get values in range.
-    inputs = make_inputs(first.manifest.inputs, seed=seed, given=inputs, model=read_onnx(model_path))
+    inputs = make_inputs(first.manifest.inputs, seed=seed, given=inputs, model=read_onnx(Path(model_path)))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
 # Bump when a rule changes what it builds: default-schedule timings in the tuning logs are
 # kept per version, so a kernel's default is re-measured rather than judged by old rules.
-RULES_VERSION = "4"
+RULES_VERSION = "5"
 
 
 def _rules():
-    from dlc.schedules import contraction, injective, reduction
+    from dlc.schedules import contraction, injective, reduction, rows
 
     # Most specific first: a conv is also "a reduction", but deserves the register tile.
-    return [("contraction", contraction.apply), ("reduction", reduction.apply),
+    return [("contraction", contraction.apply), ("rows", rows.apply), ("reduction", reduction.apply),
             ("injective", injective.apply)]
 
 

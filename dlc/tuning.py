@@ -122,6 +122,17 @@ class CurvePoint:
     estimated_us: float
 
 
+def _draw_curve(snapshots, states) -> list[CurvePoint]:
+    """Estimated model time at each snapshot: each kernel's best record so far, against its
+    default's final (best) timing."""
+    curve = []
+    for trials, seconds, bests in snapshots:
+        estimate = _model_estimate_us((s.task.weight, s.default_us, best) for s, best in zip(states, bests))
+        if estimate is not None:
+            curve.append(CurvePoint(trials, seconds, estimate))
+    return curve
+
+
 def gain_point(curve: tuple[CurvePoint, ...], fraction: float = 0.9) -> CurvePoint | None:
     """The first point that has `fraction` of the run's whole gain (None: the run gained nothing)."""
     if len(curve) < 2 or curve[-1].estimated_us >= curve[0].estimated_us:
@@ -410,7 +421,7 @@ class _Search:
             self._record_default(state, workload, control[0], control[1], measured.pop())
         outcomes = dict(zip(fresh, measured))
         results = []
-        previous_best = state.best_us if state.best_us is not None else state.default_us
+        best_before = state.best_us
         for i, candidate in enumerate(candidates):
             if i in outcomes:
                 run_secs, error = outcomes[i]
@@ -436,8 +447,13 @@ class _Search:
         if not local:  # the search's own candidates: it keeps count of them
             context.notify_runner_results(candidates, results)
         self.cost_model.update(context, candidates, results)
-        if state.best_us is not None and (not previous_best or state.best_us < previous_best):
-            gain = (previous_best - state.best_us) / previous_best if previous_best else FIRST_GAIN
+        # Gain: what a build would run, before and after this batch, against the default's
+        # latest timing (a record slower than the default that beats an earlier, slower
+        # record gains nothing; nor does re-timing the default).
+        previous = _effective_us(state.default_us, best_before)
+        now = _effective_us(state.default_us, state.best_us)
+        if now is not None and (previous is None or now < previous):
+            gain = (previous - now) / previous if previous else FIRST_GAIN
             state.last_gain = max(MIN_GAIN, gain)
         else:
             # Nothing found: halve the expectation, so the next batches go to kernels that
@@ -551,14 +567,14 @@ def tune(
     done, batch_seconds = 0, []
     stop: StopReason = "already-done" if budget == 0 else "trials"
 
-    curve: list[CurvePoint] = []
+    # (trials, seconds, every kernel's best so far): the curve is drawn at the end against
+    # the defaults' final timings, so that re-timing a default (which moves it with the
+    # machine's speed) never shows as a gain of the search.
+    snapshots: list[tuple[int, float, list[float | None]]] = []
     run_id = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def record_curve() -> None:
-        estimate = _model_estimate_us((s.task.weight, s.default_us, s.best_us) for s in states)
-        if estimate is not None:
-            curve.append(CurvePoint(done, time.perf_counter() - started, estimate))
-            store.add_curve_point(run_id, done, curve[-1].seconds, estimate)
+        snapshots.append((done, time.perf_counter() - started, [s.best_us for s in states]))
 
     def report(state: _TaskState) -> None:
         record_curve()
@@ -603,6 +619,9 @@ def tune(
             pool = getattr(worker, "pool", None) if owned else None
             if pool is not None:
                 pool.shutdown()
+        curve = _draw_curve(snapshots, states)
+        for point in curve:
+            store.add_curve_point(run_id, point.trials, point.seconds, point.estimated_us)
 
     outcomes = tuple(
         TaskOutcome(

@@ -45,7 +45,12 @@ def _tiles(vec_extent: int, reg_extent: int, cpu: CpuParams) -> tuple[int, int]:
     lanes = cpu.lanes
     if reg_extent <= 1:
         # GEMV-like: no second axis to block, so hold more vector accumulators instead.
-        vec = common.largest_divisor(vec_extent, lanes * min(8, cpu.accumulators), multiple_of=lanes)
+        cap = lanes * min(8, cpu.accumulators)
+        vec = common.largest_divisor(vec_extent, cap, multiple_of=lanes)
+        if not vec:
+            # e.g. 50 outputs: one 50-wide vector (LLVM splits it into registers and a tail),
+            # not 50 scalar chains.
+            vec = vec_extent if vec_extent <= cap else 0
         return (vec or common.vector_chunk(vec_extent, cpu)), 1
     vec = 0
     for k in ((4, 2, 1) if cpu.registers >= 32 else (2, 1)):

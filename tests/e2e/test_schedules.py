@@ -32,10 +32,10 @@ def _schedule(optimized, target=HOST):
     [
         ("conv_relu_pool", {"contraction"}),  # conv + bias + relu, max pool, global mean
         ("depthwise_grouped_conv", {"contraction"}),  # depthwise, grouped, 18-channel conv
-        ("attention_block", {"contraction", "reduction"}),  # batch-matmul, softmax, layer norm, gemm
+        ("attention_block", {"contraction", "rows"}),  # batch-matmul, softmax and layer norm by rows, gemm
         ("pooling", {"contraction", "reduction"}),  # max/avg pool, global pool, channel mean
-        ("matmul_softmax", {"contraction", "reduction"}),
-        ("conv_silu_softmax", {"contraction", "reduction", "injective"}),  # fast sigmoid, softmax, exp
+        ("matmul_softmax", {"contraction", "rows"}),
+        ("conv_silu_softmax", {"contraction", "rows", "injective"}),  # fast sigmoid, softmax, exp
     ],
 )
 def test_every_kernel_scheduled_and_matches_onnxruntime(tiny, tmp_path, name, classes):
