@@ -23,8 +23,11 @@ class DlcGroup(click.Group):
     """Turns every DlcError into `error: ...` + `hint: ...` and its exit code, in one place."""
 
     def invoke(self, ctx: click.Context):
+        from dlc.fileio import interrupt_survives_tvm
+
         try:
-            return super().invoke(ctx)
+            with interrupt_survives_tvm():
+                return super().invoke(ctx)
         except DlcError as err:
             if ctx.params.get("debug") or os.environ.get("DLC_DEBUG") == "1":
                 traceback.print_exc()

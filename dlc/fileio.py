@@ -35,3 +35,28 @@ def deferred_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupt_survives_tvm() -> Iterator[None]:
+    """Ctrl-C stays an interrupt through TVM: a KeyboardInterrupt raised in Python code that
+    TVM's C++ called back (a pass written in Python, as in its TIR pipeline) comes back out
+    of the call as a bare RuntimeError, which would be reported as a compiler failure."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def interrupt(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    except Exception as err:
+        if received:
+            raise KeyboardInterrupt from err
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
