@@ -84,3 +84,16 @@ def test_only_kernels_worth_two_cores_run_in_parallel(m, n, k, parallel):
     sch = s_tir.Schedule(_matmul(m, n, k))
     assert contraction.apply(sch, AVX2)
     assert ("T.parallel(" in sch.mod.script()) == parallel
+
+
+@pytest.mark.parametrize("axis, rows", [(-1, True), (1, False)])
+def test_rows_rule_takes_reductions_along_the_innermost_axis_only(axis, rows):
+    """Softmax over the last axis (transformers) is done row by row; over axis 1 (YOLOv8's
+    DFL softmax, strided) it is left to the `reduction` rule."""
+    from tvm import s_tir, te, topi
+
+    from dlc.schedules import rows as rows_rule
+
+    x = te.placeholder((1, 16, 4, 64), name="x")
+    func = te.create_prim_func([x, topi.nn.softmax(x, axis=axis)])
+    assert rows_rule.apply(s_tir.Schedule(func), AVX2) == rows
