@@ -89,23 +89,16 @@ def _fold_constant_transposes():
     import numpy as np
     import tvm
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    @mutator
-    class FoldTransposes(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.permute_dims":
-                return call
-            arg = call.args[0]
-            if not isinstance(arg, tvm.ir.expr.Constant):
-                return call
-            axes = call.attrs.axes
-            array = arg.value.numpy()
-            return relax.const(np.ascontiguousarray(
-                np.transpose(array, None if axes is None else [int(a) for a in axes])))
+    def fold(call, _builder):
+        arg = call.args[0]
+        if not isinstance(arg, tvm.ir.expr.Constant):
+            return None
+        axes = call.attrs.axes
+        return relax.const(np.ascontiguousarray(
+            np.transpose(arg.value.numpy(), None if axes is None else [int(a) for a in axes])))
 
-    return _relax_rewrite_pass(FoldTransposes, "DlcFoldConstantTransposes")
+    return _rewrite_calls("relax.permute_dims", fold, "DlcFoldConstantTransposes")
 
 
 def _conv_transpose_as_conv():
@@ -117,44 +110,54 @@ def _conv_transpose_as_conv():
     import numpy as np
     import tvm
     from tvm import relax
+
+    def as_conv(call, builder):
+        data, weight = call.args
+        attrs = call.attrs
+        if not isinstance(weight, tvm.ir.expr.Constant) or weight.value.ndim != 4:
+            return None
+        w = weight.value.numpy()  # [C_in, C_out, k, k]
+        k = list(w.shape[2:])
+        plain = (
+            str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "IOHW"
+            and str(attrs.out_layout) == "NCHW" and int(attrs.groups) == 1
+            and k[0] == k[1] and [int(s) for s in attrs.strides] == k
+            and all(int(p) == 0 for p in attrs.padding)
+            and all(int(p) == 0 for p in attrs.output_padding)
+            and all(int(d) == 1 for d in attrs.dilation)
+        )
+        if not plain:
+            return None
+        c_in, c_out = w.shape[:2]
+        # Output channel (co, a, b) -> co*k*k + a*k + b: pixel_shuffle's order.
+        w1x1 = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c_out * k[0] * k[1], c_in, 1, 1))
+        out_dtype = attrs.out_dtype if attrs.out_dtype not in (None, "", "void") else str(w.dtype)
+        # Pixel shuffle as reshape / transpose / reshape (topi has no pixel_shuffle to
+        # legalise relax.nn.pixel_shuffle with in TVM 0.27).
+        y = builder.emit(relax.op.nn.conv2d(data, relax.const(w1x1), out_dtype=str(out_dtype)))
+        n, _, h, width = (int(d) for d in y.ty.shape)
+        y = builder.emit(relax.op.reshape(y, [n, c_out, k[0], k[1], h, width]))
+        y = builder.emit(relax.op.permute_dims(y, [0, 1, 4, 2, 5, 3]))
+        return relax.op.reshape(y, [n, c_out, h * k[0], width * k[1]])
+
+    return _rewrite_calls("relax.nn.conv2d_transpose", as_conv, "DlcConvTransposeAsConv")
+
+
+def _rewrite_calls(op_name: str, rewrite, name: str):
+    """A module pass that offers every call of `op_name` (its arguments already rewritten)
+    to `rewrite(call, builder)`, which returns the replacement or None to keep the call."""
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
-    class ConvTransposeAsConv(PyExprMutator):
+    class RewriteCalls(PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.nn.conv2d_transpose":
+            if getattr(call.op, "name", None) != op_name:
                 return call
-            data, weight = call.args
-            attrs = call.attrs
-            if not isinstance(weight, tvm.ir.expr.Constant) or weight.value.ndim != 4:
-                return call
-            w = weight.value.numpy()  # [C_in, C_out, k, k]
-            k = list(w.shape[2:])
-            plain = (
-                str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "IOHW"
-                and str(attrs.out_layout) == "NCHW" and int(attrs.groups) == 1
-                and k[0] == k[1] and [int(s) for s in attrs.strides] == k
-                and all(int(p) == 0 for p in attrs.padding)
-                and all(int(p) == 0 for p in attrs.output_padding)
-                and all(int(d) == 1 for d in attrs.dilation)
-            )
-            if not plain:
-                return call
-            c_in, c_out = w.shape[:2]
-            # Output channel (co, a, b) -> co*k*k + a*k + b: pixel_shuffle's order.
-            w1x1 = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c_out * k[0] * k[1], c_in, 1, 1))
-            out_dtype = attrs.out_dtype if attrs.out_dtype not in (None, "", "void") else str(w.dtype)
-            conv = relax.op.nn.conv2d(data, relax.const(w1x1), out_dtype=str(out_dtype))
-            # Pixel shuffle as reshape / transpose / reshape (topi has no pixel_shuffle to
-            # legalise relax.nn.pixel_shuffle with in TVM 0.27).
-            y = self.builder_.emit(conv)
-            n, _, h, width = (int(d) for d in y.ty.shape)
-            y = self.builder_.emit(relax.op.reshape(y, [n, c_out, k[0], k[1], h, width]))
-            y = self.builder_.emit(relax.op.permute_dims(y, [0, 1, 4, 2, 5, 3]))
-            return relax.op.reshape(y, [n, c_out, h * k[0], width * k[1]])
+            replacement = rewrite(call, self.builder_)
+            return call if replacement is None else replacement
 
-    return _relax_rewrite_pass(ConvTransposeAsConv, "DlcConvTransposeAsConv")
+    return _relax_rewrite_pass(RewriteCalls, name)
 
 
 def _relax_rewrite_pass(mutator_class, name: str):
