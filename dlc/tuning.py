@@ -216,7 +216,7 @@ class _TaskState:
     context: object | None = None  # its TuneContext, once searched
     workload: object | None = None  # its database Workload, once searched
     default_us: float | None = None  # best timing of the default schedule
-    default_schedule: tuple | None = None  # (Schedule, ArgInfo) of the default, once built
+    default_schedule: tuple | None = None  # (Schedule, ArgInfo) of the default, built once
     best_us: float | None = None
     last_gain: float = FIRST_GAIN
     exhausted: bool = False
@@ -297,6 +297,7 @@ class _Search:
                            [(sch.mod, arg) for (_, _, sch), arg in zip(todo, args)])
         for (state, workload, sch), arg, outcome in zip(todo, args, outcomes):
             self.store.add_workload(state.task.workload_hash, workload.as_json())
+            state.default_schedule = (sch, arg)
             self._record_default(state, workload, sch, arg, outcome)
             if outcome[0] is None:
                 state.reasons.append(f"default schedule: {outcome[1]}")
@@ -314,8 +315,7 @@ class _Search:
         )
         if run_secs:
             self.database.commit_tuning_record(record)
-            us = _us(_mean(run_secs))
-            state.default_us = us if state.default_us is None else min(state.default_us, us)
+            state.default_us = _us(self.store.default_seconds(state.task.workload_hash))
 
     def _default_control(self, state: _TaskState):
         """(schedule, args) of the kernel's default, timed again beside each batch: one
@@ -328,7 +328,7 @@ class _Search:
 
         if state.default_us is None:
             return None
-        if state.default_schedule is None:
+        if state.default_schedule is None:  # its timing came from the log on disk
             with self.tvm_target:
                 _, sch = apply_rules(s_tir.Schedule(state.task.mod), self.cpu, self.tvm_target, name=state.task.name)
             sch = sch or s_tir.Schedule(state.task.mod)
