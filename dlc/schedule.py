@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
 # Bump when a rule changes what it builds: default-schedule timings in the tuning logs are
 # kept per version, so a kernel's default is re-measured rather than judged by old rules.
-RULES_VERSION = "5"
+RULES_VERSION = "6"
 
 
 def _rules():

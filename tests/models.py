@@ -366,6 +366,37 @@ def conv_transpose(path: Path) -> Path:
     return _save(graph, path)
 
 
+def odd_features(path: Path) -> Path:
+    """Output features that are no whole number of vector registers: a MatMul to 100 columns
+    (+ bias, Softmax) and a 3x3 Conv to 40 channels (+ bias, Relu) then a 1x1 Conv to 24
+    (as PP-OCRv4 rec's 6625-class head and det's 24-channel convs): dlc pads them."""
+    rng = np.random.default_rng(11)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "b"], ["logits"], name="add"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("Conv", ["img", "wc", "bc"], ["c"], name="conv3x3", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w1"], ["y"], name="conv1x1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "odd_features",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 32]),
+         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [6, 100]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 12, 12])],
+        [
+            _init("w", (rng.standard_normal((32, 100)) * 0.3).astype(np.float32)),
+            _init("b", rng.standard_normal(100).astype(np.float32)),
+            _init("wc", (rng.standard_normal((40, 8, 3, 3)) * 0.3).astype(np.float32)),
+            _init("bc", rng.standard_normal(40).astype(np.float32)),
+            _init("w1", (rng.standard_normal((24, 40, 1, 1)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
 def gather_table(path: Path) -> Path:
     """Issue 8's model: Gather(table[1000x4] initializer, ids[1x16] int64 input)."""
     rng = np.random.default_rng(8)

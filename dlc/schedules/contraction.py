@@ -129,6 +129,13 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     if reg_var is not None and reg_tile > 1:
         sch.unroll(reg_i)
     if vec_tile > 1:
+        width = _vector_width(vec_tile, cpu.lanes, cpu.widest_lanes)
+        if width < vec_tile:
+            # LLVM legalises a 24-wide vector with shuffles through the stack (7x slower on
+            # PP-OCRv4 det's 24-channel 3x3 conv) and a 32-wide one as badly in a matmul
+            # (rec's head, 20x): unrolled vectors of at most the widest register instead.
+            vec_k, vec_i = sch.split(vec_i, [None, width])
+            sch.unroll(vec_k)
         sch.vectorize(vec_i)
     sch.decompose_reduction(block, reduce[0])
 
@@ -137,6 +144,17 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
         if loops and not sch.get(loops[0]).same_as(sch.get(fused)):
             common.schedule_spatial(sch, other, cpu)
     return True
+
+
+def _vector_width(vec_tile: int, lanes: int, widest: int) -> int:
+    """Lanes per vector op: the largest power-of-two multiple of `lanes` that divides the
+    tile, at most `widest` (a zmm's 16 where dlc tiles in 8-lane ymm units)."""
+    if vec_tile % lanes:
+        return vec_tile
+    width = lanes
+    while vec_tile % (2 * width) == 0 and 2 * width <= widest:
+        width *= 2
+    return width
 
 
 def _tile(sch: s_tir.Schedule, loop, extent: int, inner: int, max_inner: int):
@@ -154,5 +172,10 @@ def _vectorize_innermost(sch: s_tir.Schedule, block) -> None:
     loops = sch.get_loops(block)
     from tvm.tirx import ForKind
 
-    if loops and 1 < int(sch.get(loops[-1]).extent) <= 64 and sch.get(loops[-1]).kind == ForKind.SERIAL:
-        sch.vectorize(loops[-1])
+    if not loops or not 1 < int(sch.get(loops[-1]).extent) <= 64 or sch.get(loops[-1]).kind != ForKind.SERIAL:
+        return
+    if int(sch.get(block).writes[0].source.shape[-1]) % int(sch.get(loops[-1]).extent):
+        # The last tile of a sliced output (rec's 6625 of 6640 classes) is predicated: TVM
+        # would scalarise the vector loop; left serial, LLVM vectorises it with masked stores.
+        return
+    sch.vectorize(loops[-1])

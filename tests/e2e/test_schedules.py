@@ -130,6 +130,31 @@ def test_conv_transpose_with_kernel_equal_to_stride_becomes_a_conv(tiny):
     assert graph.count("R.nn.conv2d(") == 2  # the model's conv and the rewritten upsampling
 
 
+@pytest.mark.parametrize("preset, widths", [
+    ("skylake-avx512", {"matmul": (100, 112), "conv": [(40, 48), (24, 32)]}),  # zmm: 16 lanes
+    ("skylake", {"matmul": (100, 104), "conv": []}),  # ymm: 8 lanes, 40 and 24 are whole
+])
+def test_odd_output_features_are_padded_to_whole_registers(tiny, preset, widths):
+    import tvm
+
+    target = parse_target(preset)
+    imported = frontend.import_model(frontend.load_model(tiny("odd_features")))
+    with target.to_tvm():
+        graph = tvm.transform.Sequential(pipeline._graph_passes(target))(imported.mod)
+    text = graph.script(show_meta=True)
+    # R.strided_slice(y, (last axis,), (0,), (features,)) after each padded one
+    ends = sorted(int(e) for e in re.findall(r"R\.strided_slice\(\w+, \(\d+,\), \(0,\), \((\d+),\)", text))
+    expected = sorted([widths["matmul"][0]] + [f for f, _ in widths["conv"]])
+    assert ends == expected, text
+
+
+def test_padded_features_match_onnxruntime(tiny, tmp_path):
+    optimized = _optimize(tiny("odd_features"))
+    built = build.build(optimized, HOST, output=tmp_path / "m.so")
+    report = verify(tiny("odd_features"), built.library, seed=3)
+    assert report.passed, report
+
+
 # An FMA on the fp32 vector registers each ISA's micro-kernel uses, as it spells them.
 VECTOR_FMA = {
     "skylake": r"vfmadd\d{3}ps\s+[^\n]*%ymm(?:[0-9]|1[0-5])\b",  # AVX2: 8 lanes, 16 registers
