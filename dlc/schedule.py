@@ -39,7 +39,8 @@ def _rules():
     from dlc.schedules import contraction, injective, reduction, rows
 
     # Most specific first: a conv is also "a reduction", but deserves the register tile.
-    return [("contraction", contraction.apply), ("rows", rows.apply), ("reduction", reduction.apply),
+    return [("contraction", contraction.apply), ("rows", rows.apply),
+            ("rows", rows.apply_scalar), ("reduction", reduction.apply),
             ("injective", injective.apply)]
 
 
