@@ -89,16 +89,15 @@ def _fold_constant_transposes():
     bias; FoldConstant would build and run a TVM kernel for each (4.8 s of PP-OCR cls's
     compile, against ~0.1 s here)."""
     import numpy as np
-    import tvm
     from tvm import relax
 
     def fold(call, _builder):
-        arg = call.args[0]
-        if not isinstance(arg, tvm.ir.expr.Constant):
+        value = _constant_array(call.args[0])
+        if value is None:
             return None
         axes = call.attrs.axes
         return relax.const(np.ascontiguousarray(
-            np.transpose(arg.value.numpy(), None if axes is None else [int(a) for a in axes])))
+            np.transpose(value, None if axes is None else [int(a) for a in axes])))
 
     return _rewrite_calls("relax.permute_dims", fold, "DlcFoldConstantTransposes")
 
@@ -110,15 +109,14 @@ def _conv_transpose_as_conv():
     conv2d_transpose multiplies through (3/4 zeros at stride 2), and the conv2d gets the
     channels-last rule."""
     import numpy as np
-    import tvm
     from tvm import relax
 
     def as_conv(call, builder):
         data, weight = call.args
         attrs = call.attrs
-        if not isinstance(weight, tvm.ir.expr.Constant) or weight.value.ndim != 4:
+        w = _constant_array(weight)  # [C_in, C_out, k, k]
+        if w is None or w.ndim != 4:
             return None
-        w = weight.value.numpy()  # [C_in, C_out, k, k]
         k = list(w.shape[2:])
         plain = (
             str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "IOHW"
@@ -158,7 +156,8 @@ def _pad_output_features(multiple: int):
 
     def padded(call, builder):
         data, weight = call.args[:2]
-        if len(call.args) != 2 or not isinstance(weight, tvm.ir.expr.Constant) or weight.value.ndim < 2:
+        w = _constant_array(weight)
+        if len(call.args) != 2 or w is None or w.ndim < 2:
             return None
         attrs = call.attrs
         if call.op.name == "relax.nn.conv2d" and not (
@@ -166,7 +165,6 @@ def _pad_output_features(multiple: int):
             and str(attrs.out_layout) == "NHWC" and int(attrs.groups) == 1
         ):
             return None
-        w = weight.value.numpy()
         features = w.shape[-1]
         target = -(-features // multiple) * multiple
         # Only when the waste is small: 24 -> 32 channels (a third more sums) still ran
@@ -183,6 +181,54 @@ def _pad_output_features(multiple: int):
         _rewrite_calls("relax.matmul", padded, "DlcPadMatmulFeatures"),
         _rewrite_calls("relax.nn.conv2d", padded, "DlcPadConvFeatures"),
     ], name="DlcPadOutputFeatures")
+
+
+# Elementwise binary operators whose size-1 constant operand can be a scalar.
+_BROADCAST_BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "power")
+
+
+def _size_one_constants_as_scalars():
+    """`x * c` with c a constant of shape (1,) (PP-OCR det's HardSigmoid and scales) as a
+    rank-0 constant: ConvertLayout cannot move a rank-1 operand to another layout, so each
+    such chain ran in NCHW between NHWC convs, with a transpose on either side (~5 ms of
+    det's 25). The result is the same: the other operand has at least its rank. Clip, which
+    has no layout rule either, becomes maximum and minimum with scalar bounds."""
+    import tvm
+    from tvm import relax
+
+    def scalar(call, _builder):
+        args = list(call.args)
+        changed = False
+        for i, arg in enumerate(args):
+            value = _constant_array(arg)
+            other = args[1 - i]
+            if (value is not None and value.ndim >= 1 and value.size == 1
+                    and len(getattr(other.ty, "shape", None) or ()) >= value.ndim):
+                args[i] = relax.const(value.reshape(()))
+                changed = True
+        return relax.Call(call.op, args, call.attrs) if changed else None
+
+    def clip_as_max_min(call, builder):
+        x, low, high = call.args
+        dtype = str(getattr(x.ty, "dtype", ""))
+        bounds = [getattr(b, "value", None) for b in (low, high)]
+        if not dtype.startswith("float") or not all(isinstance(b, (int, float)) for b in bounds):
+            return None
+        floor = builder.emit(relax.op.maximum(x, relax.const(float(bounds[0]), dtype)))
+        return relax.op.minimum(floor, relax.const(float(bounds[1]), dtype))
+
+    return tvm.transform.Sequential(
+        [_rewrite_calls(f"relax.{op}", scalar, f"DlcScalar_{op}") for op in _BROADCAST_BINARY]
+        + [_rewrite_calls("relax.clip", clip_as_max_min, "DlcClipAsMaxMin")],
+        name="DlcSizeOneConstantsAsScalars")
+
+
+def _constant_array(expr):
+    """The numpy value of a tensor constant, or None (TVM's IntImm/FloatImm are Constants too)."""
+    import tvm
+
+    value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+    return value.numpy() if hasattr(value, "numpy") else None
 
 
 def _rewrite_calls(op_name: str, rewrite, name: str):
@@ -286,6 +332,7 @@ def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(["main"]),
         _conv_transpose_as_conv(),
+        _size_one_constants_as_scalars(),
         *_layout_passes(target, layout=layout),
         index_check_pass(),  # after FoldConstant: only non-constant indices get a check
     ]

@@ -397,6 +397,33 @@ def odd_features(path: Path) -> Path:
     return _save(graph, path)
 
 
+def scaled_convs(path: Path) -> Path:
+    """Conv, then a scale and a shift by shape-(1,) constants and a HardSwish (PP-OCR det's
+    pattern), then another Conv: the chain between the convs must stay
+    channels-last, not go back to NCHW between two transposes."""
+    rng = np.random.default_rng(12)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c1", "scale"], ["s"], name="scale"),
+        helper.make_node("Add", ["s", "shift"], ["t"], name="shift"),
+        helper.make_node("HardSwish", ["t"], ["hs"], name="hardswish"),
+        helper.make_node("Conv", ["hs", "w2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scaled_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 10, 10])],
+        [
+            _init("w1", (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)),
+            _init("scale", np.array([0.2], np.float32)),
+            _init("shift", np.array([0.5], np.float32)),
+            _init("w2", (rng.standard_normal((16, 16, 1, 1)) * 0.3).astype(np.float32)),
+        ],
+    )
+    return _save(graph, path)
+
+
 def gather_table(path: Path) -> Path:
     """Issue 8's model: Gather(table[1000x4] initializer, ids[1x16] int64 input)."""
     rng = np.random.default_rng(8)

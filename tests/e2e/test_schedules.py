@@ -148,6 +148,17 @@ def test_odd_output_features_are_padded_to_whole_registers(tiny, preset, widths)
     assert ends == expected, text
 
 
+def test_size_one_constants_keep_the_chain_between_convs_channels_last(tiny, tmp_path):
+    import tvm
+
+    imported = frontend.import_model(frontend.load_model(tiny("scaled_convs")))
+    with HOST.to_tvm():
+        graph = tvm.transform.Sequential(pipeline._graph_passes(HOST))(imported.mod).script()
+    assert graph.count("R.permute_dims(") == 2, graph  # the input to NHWC, the output back
+    built = build.build(_optimize(tiny("scaled_convs")), HOST, output=tmp_path / "m.so")
+    assert verify(tiny("scaled_convs"), built.library, seed=3).passed
+
+
 def test_padded_features_match_onnxruntime(tiny, tmp_path):
     optimized = _optimize(tiny("odd_features"))
     built = build.build(optimized, HOST, output=tmp_path / "m.so")
