@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from dlc.schedules.cpu import CpuParams
 
 
+SHORT_REDUCTION = 64  # multiply-adds per output
+
+
 def _vars_in(expr) -> set:
     from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
 
@@ -105,6 +108,12 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     reg_extent = int(by_var[reg_var].dom) if reg_var is not None else 1
     matmul = sum(it.kind == "R" for it in main.iters) == 1  # no conv window
     vec_tile, reg_tile = _tiles(vec_extent, reg_extent, cpu, matmul=matmul)
+    depthwise = _reads_vec_axis_innermost(stmt, vec_var)
+    if depthwise and vec_tile <= cpu.lanes and reg_var is not None:
+        # One vector of channels: every row loads its own input vector, and past ~12 rows
+        # that ran slower (PP-OCR cls's 5x5 depthwise over 200 and 88 channels: 24 rows
+        # 24.4 / 15.8 us, 12 rows 17.3 / 11.6 us on one core).
+        reg_tile = common.largest_divisor(reg_extent, cpu.accumulators // 2)
 
     vec_o, vec_i = _tile(sch, by_var[vec_var].loop_rv, vec_extent, vec_tile, max(4 * cpu.lanes, vec_tile))
     if reg_var is not None:
@@ -123,16 +132,28 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     # right after the reduction, inside the same parallel iteration.
     consumers = sch.get_consumers(block)
     epilogue = None
-    if len(consumers) == 1 and common.is_spatial(sch, consumers[0]):
+    reduction = math.prod(int(it.dom) for it in main.iters if it.kind == "R")
+    sliced = (len(consumers) == 1 and reduction < SHORT_REDUCTION
+              and int(sch.get(consumers[0]).writes[0].source.shape[-1]) != vec_extent)
+    if sliced:
+        # Padded features sliced off (pipeline._pad_output_features): inside the tile loop
+        # the epilogue's last tile is predicated, and the epilogue is then left unvectorised
+        # in every tile (_vectorize_innermost). Behind a short reduction that costs more than
+        # the sums (PP-OCR cls's 1x1 conv 16 -> 104: 25.5 us, 8.1 us as a pass of its own
+        # over the output); behind a long one (rec's K=120 head, det's 3x3x96) the extra
+        # pass costs more (394 -> 475 us, 6.8 -> 7.3 ms), so those keep it in the tile.
+        pass
+    elif len(consumers) == 1 and common.is_spatial(sch, consumers[0]):
         try:
             sch.reverse_compute_at(consumers[0], fused, preserve_unit_loops=True)
             epilogue = consumers[0]
         except Exception:
             epilogue = None
-    if epilogue is None:
+    if epilogue is None and not sliced:
         epilogue = sch.cache_write(block, 0, "global")
         sch.reverse_compute_at(epilogue, fused, preserve_unit_loops=True)
-    _vectorize_innermost(sch, epilogue)
+    if epilogue is not None:
+        _vectorize_innermost(sch, epilogue)
 
     # Vectorise while the block is still a complete reduction; decompose_reduction then
     # copies the annotated inner loops into the init block.
@@ -149,7 +170,7 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
         sch.vectorize(vec_i)
     sch.decompose_reduction(block, reduce[0])
 
-    if _reads_vec_axis_innermost(stmt, vec_var):
+    if depthwise:
         # Depthwise: each input element feeds only k*k FMAs, so a padded copy of the whole
         # input (written, then read back) costs as much as the sums; pad each tile's window
         # where it is used instead (PP-OCRv4 det's stride-2 3x3 over 320x320x32: 741 ->
