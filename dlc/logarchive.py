@@ -28,8 +28,10 @@ from dlc.logshare import KEY_PATTERN, is_record, select_records
 from dlc.logstore import FORMAT, LINE_FILES, READS_VERSIONS, create_folder, new_header, open_folder, read_header
 from dlc.provenance import Provenance
 
-MAX_ARCHIVE_BYTES = 256 << 20  # uncompressed; the largest store measured here (nudenet, 1740 trials) is ~60 MB
-MAX_LINE_BYTES = 8 << 20  # one kernel or record; the largest seen are ~0.2 MB
+# Caps against decompression bombs and runaway lines, far above real stores: PP-OCR cls's
+# 55 kernels take 4.9 MB (~90 KB a line), a trial line a few KB to tens of KB.
+MAX_ARCHIVE_BYTES = 256 << 20  # uncompressed
+MAX_LINE_BYTES = 8 << 20
 MAX_MEMBERS = 16
 MEMBERS = ("target.json", *LINE_FILES)
 JSON_DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")

@@ -15,7 +15,7 @@ from typing import Any
 
 from dlc.logfiles import BAD, locked, read_jsonl, rewrite_lines
 from dlc.logshare import is_record, parse_line, seconds
-from dlc.logstore import read_header
+from dlc.logstore import read_header, replay_error
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,6 @@ def check(folder: Path | str, *, repair: bool = False) -> CheckReport:
 
 
 def _check(folder: Path, header: dict[str, Any], *, repair: bool) -> CheckReport:
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     from dlc.measure import load_cpu_tensor_intrinsics, reason
@@ -97,10 +96,11 @@ def _check(folder: Path, header: dict[str, Any], *, repair: bool) -> CheckReport
             continue
         replayed += 1
         try:
-            record = ms.database.TuningRecord.from_json(line["record"], workload)
-            record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+            ms.database.TuningRecord.from_json(line["record"], workload)  # replays its trace on the kernel
         except Exception as err:
-            bad["records.jsonl"][number] = f"trace does not replay on its kernel: {reason(err)}"
+            why = replay_error(line["record"], workload.mod)
+            bad["records.jsonl"][number] = (f"trace does not replay on its kernel: {why}" if why
+                                            else f"record does not load: {reason(err)}")
     for name in ("contributions.jsonl", "curve.jsonl"):
         for number, _, line in read(name):
             lines += 1

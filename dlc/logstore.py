@@ -180,9 +180,8 @@ class LogStore:
                     include_defaults: bool = False, database: ms.database.Database | None = None):
         """A MetaSchedule database (a new MemoryDatabase unless one is given) of this target's
         successful trials, fastest first, at most `per_workload` per kernel. Each record is
-        loaded on its own and a kernel's fastest is replayed on its kernel first (what a build
-        applies), so a record another TVM wrote, or a damaged line, is skipped and counted in
-        `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
+        loaded, and so replayed on its kernel, on its own: one another TVM wrote, or a damaged
+        line, is skipped and counted in `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
         not measurably faster than its default schedule is left out (MEASURABLE_GAIN).
         `applied` maps each kernel to its fastest record put in."""
         from tvm.s_tir import meta_schedule as ms
@@ -199,7 +198,7 @@ class LogStore:
             for trial in ranked:
                 if per_workload is not None and committed >= per_workload:
                     break
-                record = self.load_record(trial, workload, replay=not committed) if workload is not None else None
+                record = self.load_record(trial, workload) if workload is not None else None
                 if record is None:
                     continue
                 if not committed:
@@ -221,22 +220,20 @@ class LogStore:
                 self.unusable[id(trial)] = f"its kernel does not load: {_reason(err)}"
             return None
 
-    def load_record(self, trial: Trial, workload, *, replay: bool = False):
-        """`trial` as a TuningRecord of `workload`, None (counted) when it does not load, or with
-        `replay`, when its trace does not replay on the kernel."""
-        from tvm import s_tir
+    def load_record(self, trial: Trial, workload):
+        """`trial` as a TuningRecord of `workload`, or None (counted) when it does not load.
+        Loading replays its trace on the kernel (TVM rebuilds the trace that way), so a
+        record that loads is one a build can apply."""
         from tvm.s_tir import meta_schedule as ms
 
         if id(trial) in self.unusable:
             return None
         try:
-            record = ms.database.TuningRecord.from_json(trial.record_json, workload)
-            if replay:
-                record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+            return ms.database.TuningRecord.from_json(trial.record_json, workload)
         except Exception as err:  # another TVM's record, or a damaged line: skipped, not fatal
-            self.unusable[id(trial)] = _reason(err)
+            why = replay_error(trial.record_json, workload.mod)
+            self.unusable[id(trial)] = f"trace does not replay: {why}" if why else _reason(err)
             return None
-        return record
 
     def measure_candidates(self, trials: list[Trial], workload) -> list[tuple[Trial, Any]]:
         """(trial, MeasureCandidate) for the trials whose trace replays on `workload`."""
@@ -260,6 +257,23 @@ def _reason(err: BaseException) -> str:
     from dlc.measure import reason
 
     return reason(err)
+
+
+def replay_error(record_json: Any, mod) -> str | None:
+    """Why the trace of a record (TuningRecord.as_json()) does not replay on `mod`, in TVM's
+    words (loading a record renders none: "(not rendered)"); None when it replays, or when the
+    record is malformed rather than its trace."""
+    from tvm import s_tir
+
+    try:
+        trace = record_json[0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    try:
+        s_tir.Trace.apply_json_to_schedule(trace, s_tir.Schedule(mod, error_render_level="detail"))
+    except Exception as err:
+        return _reason(err)
+    return None
 
 
 # ---------------------------------------------------------------------- opening
