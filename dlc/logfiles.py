@@ -55,8 +55,8 @@ def _append(path: Path, payload: bytes) -> None:
         # reached the old file until it has renamed; a later line is appended again here, under
         # the lock (so after the rewriter's copy) and only if the copy missed it.
         with locked(path.parent):
-            line = payload.strip(b"\n")
-            if line not in set(path.read_bytes().split(b"\n")):
+            current = path.read_bytes() if path.exists() else b""  # removed by hand: start it again
+            if payload.strip(b"\n") not in set(current.split(b"\n")):
                 _append(path, payload)
 
 
