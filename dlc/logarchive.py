@@ -67,6 +67,7 @@ def export_store(folder: Path | str, *, output: Path | str | None = None, json_d
     for _, _, line in read_jsonl(folder / "workloads.jsonl"):
         if line is not BAD and line.get("hash") in used:
             workloads.setdefault(line["hash"], line)
+    records = [line for line in records if line["hash"] in workloads]  # no orphans: an import would skip them
     contributions = [line for _, _, line in read_jsonl(folder / "contributions.jsonl") if line is not BAD]
     archive = None
     if output is not None:

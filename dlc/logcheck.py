@@ -38,7 +38,6 @@ class CheckReport:
 TORN = "(torn or edited)"
 
 
-
 def check(folder: Path | str, *, repair: bool = False) -> CheckReport:
     """Every line parses; every kernel loads; every record loads and its trace replays on its
     kernel with this TVM. With `repair`, the bad lines are dropped (atomic replace, locked)."""
@@ -51,6 +50,7 @@ def check(folder: Path | str, *, repair: bool = False) -> CheckReport:
 
 
 def _check(folder: Path, header: dict[str, Any], *, repair: bool) -> CheckReport:
+    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     from dlc.measure import load_cpu_tensor_intrinsics, reason
@@ -95,12 +95,17 @@ def _check(folder: Path, header: dict[str, Any], *, repair: bool) -> CheckReport
                 bad["records.jsonl"][number] = "a timing without its trace"
             continue
         replayed += 1
-        try:
-            ms.database.TuningRecord.from_json(line["record"], workload)  # replays its trace on the kernel
+        try:  # loading replays the trace on the kernel
+            record = ms.database.TuningRecord.from_json(line["record"], workload)
         except Exception as err:
             why = replay_error(line["record"], workload.mod)
             bad["records.jsonl"][number] = (f"trace does not replay on its kernel: {why}" if why
                                             else f"record does not load: {reason(err)}")
+            continue
+        try:  # and a build applies the trace it rebuilt
+            record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+        except Exception as err:
+            bad["records.jsonl"][number] = f"trace does not apply to its kernel: {reason(err)}"
     for name in ("contributions.jsonl", "curve.jsonl"):
         for number, _, line in read(name):
             lines += 1
@@ -110,8 +115,9 @@ def _check(folder: Path, header: dict[str, Any], *, repair: bool) -> CheckReport
         for name in ("records.jsonl", "workloads.jsonl", "contributions.jsonl", "curve.jsonl"):
             if bad[name]:
                 # A last line read without its newline may have been an append still being written.
-                rewrite_lines(folder / name, lambda lines, drop=bad[name], pending=unterminated.get(name): [
-                    raw for n, raw in enumerate(lines, 1) if n not in drop or (n == pending and parse_line(raw) is not BAD)])
+                rewrite_lines(folder / name, lambda current, drop=bad[name], pending=unterminated.get(name): [
+                    raw for n, raw in enumerate(current, 1)
+                    if n not in drop or (n == pending and parse_line(raw) is not BAD)])
     problems = tuple(Problem(folder / name, number, why) for name, found in bad.items()
                      for number, why in sorted(found.items()))
     return CheckReport(folder, str(header.get("key")), lines, replayed, problems, repair and bool(problems))

@@ -247,6 +247,9 @@ def merge(sources: Sequence[Path | str], output: Path | str, *, key: str | None 
         key = target_key_of(key)
     elif into is not None:
         key = str(read_header(into).get("key"))
+        if key not in keys:
+            raise LogStoreError(f"'{into}' holds logs for target key {key!r}, the sources for {', '.join(sorted(keys))}",
+                                hint="merge stores of one target only; -o takes a directory of tuning logs")
     elif len(keys) == 1:
         key = next(iter(keys))
     else:

@@ -180,8 +180,9 @@ class LogStore:
                     include_defaults: bool = False, database: ms.database.Database | None = None):
         """A MetaSchedule database (a new MemoryDatabase unless one is given) of this target's
         successful trials, fastest first, at most `per_workload` per kernel. Each record is
-        loaded, and so replayed on its kernel, on its own: one another TVM wrote, or a damaged
-        line, is skipped and counted in `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
+        loaded, and so replayed on its kernel, on its own, and a kernel's fastest is also
+        applied the way a build applies it: a record another TVM wrote, or a damaged line, is
+        skipped and counted in `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
         not measurably faster than its default schedule is left out (MEASURABLE_GAIN).
         `applied` maps each kernel to its fastest record put in."""
         from tvm.s_tir import meta_schedule as ms
@@ -198,7 +199,7 @@ class LogStore:
             for trial in ranked:
                 if per_workload is not None and committed >= per_workload:
                     break
-                record = self.load_record(trial, workload) if workload is not None else None
+                record = self.load_record(trial, workload, apply=not committed) if workload is not None else None
                 if record is None:
                     continue
                 if not committed:
@@ -220,16 +221,20 @@ class LogStore:
                 self.unusable[id(trial)] = f"its kernel does not load: {_reason(err)}"
             return None
 
-    def load_record(self, trial: Trial, workload):
+    def load_record(self, trial: Trial, workload, *, apply: bool = False):
         """`trial` as a TuningRecord of `workload`, or None (counted) when it does not load.
-        Loading replays its trace on the kernel (TVM rebuilds the trace that way), so a
-        record that loads is one a build can apply."""
+        Loading replays its trace on the kernel (TVM rebuilds the trace that way); `apply`
+        also applies the rebuilt trace as a build does (Database.query_schedule)."""
+        from tvm import s_tir
         from tvm.s_tir import meta_schedule as ms
 
         if id(trial) in self.unusable:
             return None
         try:
-            return ms.database.TuningRecord.from_json(trial.record_json, workload)
+            record = ms.database.TuningRecord.from_json(trial.record_json, workload)
+            if apply:
+                record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+            return record
         except Exception as err:  # another TVM's record, or a damaged line: skipped, not fatal
             why = replay_error(trial.record_json, workload.mod)
             self.unusable[id(trial)] = f"trace does not replay: {why}" if why else _reason(err)
