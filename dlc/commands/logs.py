@@ -117,8 +117,8 @@ def show_command(key: str, logs_dir: Path) -> None:
         table.add_row("?", "-", "-", "-", "(lines without provenance)", "-", "-", "-", "-", str(unattributed))
     console.print(table)
     table = Table(title=f"{len(report.kernels)} kernel(s)")
-    for column in ("task", "trials", "failed", "best µs", "default µs", "tuned for models"):
-        table.add_column(column, overflow="fold", justify="left" if column in ("task", "tuned for models") else "right")
+    for column in ("task", "trials", "failed", "best µs", "default µs", "from models"):
+        table.add_column(column, overflow="fold", justify="left" if column in ("task", "from models") else "right")
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for k in report.kernels:
         table.add_row(k.task, str(k.trials), str(k.failed), fmt(k.best_us), fmt(k.default_us), ", ".join(k.models))
