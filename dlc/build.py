@@ -57,6 +57,15 @@ def _lowering_pipeline(tvm_target):
 
 
 @dataclass(frozen=True)
+class SourceShare:
+    """The kernels of a build whose tuned record came from tuning one model."""
+
+    model: str  # "name (sha256 prefix)", or "unknown models" for lines without provenance
+    kernels: int
+    flops_share: float
+
+
+@dataclass(frozen=True)
 class TuningApplied:
     """What `--tuning-logs` contributed to a build."""
 
@@ -66,6 +75,9 @@ class TuningApplied:
     tasks_recorded: int  # kernels with any successful record (slower ones keep the default)
     tasks_total: int
     flops_share: float  # of the model's FLOPs, in kernels that got a tuned schedule
+    by_source: tuple[SourceShare, ...] = ()  # the same, per model the records were tuned on
+    unusable_records: int = 0  # skipped: they do not load or replay with this TVM
+    unusable_reason: str | None = None
 
 
 def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Path):
@@ -81,7 +93,9 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
         raise InputError(f"tuning-log directory '{logs}' not found", hint="tune first with `dlc tune`, or fix the path")
     store = open_store(logs, target, create=False)
     load_cpu_tensor_intrinsics()
-    with store.to_database(only_improvements=True):
+    # Only each kernel's fastest usable record: one that does not load or replay is skipped
+    # (and counted) there, instead of failing the whole build inside TVM.
+    with store.to_database(only_improvements=True, per_workload=1):
         mod = MetaScheduleApplyDatabase()(mod)
     tasks = extract_tasks(optimized, target)
     names = {t.name for t in tasks}
@@ -89,7 +103,16 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
     recorded = sum(store.best_seconds(t.workload_hash) is not None for t in tasks)
     total_flops = sum(t.weight * t.flops for t in tasks) or 1.0
     share = sum(t.weight * t.flops for t in tasks if t.name in tuned) / total_flops
-    return mod, TuningApplied(Path(logs), target.key, len(tuned), recorded, len(tasks), share)
+    sources: dict[str, list[float]] = {}
+    for task in tasks:
+        if task.name in tuned:
+            model = store.model_of(store.applied.get(task.workload_hash))
+            counts = sources.setdefault(f"{model[0]} ({model[1][:12]})" if model else "unknown models", [0, 0.0])
+            counts[0] += 1
+            counts[1] += task.weight * task.flops / total_flops
+    by_source = tuple(SourceShare(name, int(n), f) for name, (n, f) in sorted(sources.items(), key=lambda kv: -kv[1][1]))
+    return mod, TuningApplied(Path(logs), target.key, len(tuned), recorded, len(tasks), share, by_source,
+                              store.unusable_records, store.unusable_reason())
 
 
 def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | None = None):
@@ -217,6 +240,9 @@ def _manifest(
             "flops_share": round(applied.flops_share, 4) if applied else None,
             "logs": str(applied.logs) if applied else None,
             "target_key": applied.target_key if applied else None,
+            "by_source": [{"model": s.model, "kernels": s.kernels, "flops_share": round(s.flops_share, 4)}
+                          for s in applied.by_source] if applied else [],
+            "unusable_records": applied.unusable_records if applied else 0,
         },
     }
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from dlc import __version__, display
+from dlc.commands import CONTEXT
+from dlc.commands.logs import logs_group
 from dlc.errors import DlcError, InputError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class DlcGroup(click.Group):
@@ -319,9 +319,11 @@ def parse_duration(text: str) -> float:
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-bench", is_flag=True, help="Skip the untuned / tuned / ONNX Runtime latency comparison.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
+@click.option("--enough-trials", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
+              help="Do not search kernels that tuning other models gave N trials already (0: search all).")
 @_with(input_options)
 def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed,
-                 inputs, input_values):
+                 enough_trials, inputs, input_values):
     """Autotune MODEL's kernels for TARGET, then build, verify and benchmark the result.
 
     Every measured trial is appended to LOGS at once; rerunning the same command resumes,
@@ -347,7 +349,7 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
         display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
     result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
-                         task_names=task_names, seed=seed)
+                         task_names=task_names, seed=seed, enough_trials=enough_trials)
     display.print_tuning_result(result)
     if result.stopped_by == "interrupted":
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "
@@ -377,6 +379,9 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
         with display.step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
             bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library}, inputs=inputs)
     display.print_bench(bench)
+
+
+cli.add_command(logs_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,11 @@ def print_tuning_applied(console, applied) -> None:
         f"  tuned records applied to {applied.tasks_with_records} of {applied.tasks_total} kernels "
         f"({applied.flops_share:.0%} of the model's FLOPs) from {applied.logs / applied.target_key}"
     )
+    for source in applied.by_source:
+        console.print(f"    {source.kernels} kernel(s), {source.flops_share:.0%} of the FLOPs, from tuning {source.model}")
+    if applied.unusable_records:
+        console.print(f"  [yellow]{applied.unusable_records} record(s) skipped: they do not load or replay with this "
+                      f"TVM ({applied.unusable_reason})[/] [dim](`dlc logs check` lists them)[/]")
     kept = applied.tasks_recorded - applied.tasks_with_records
     if kept:
         console.print(f"  {kept} kernel(s) keep their default schedule, measured faster than their best record")
@@ -86,6 +91,12 @@ def print_tuning_result(result) -> None:
     for o in result.tasks:
         for reason in o.error_reasons:
             console.print(f"  [red]{o.task.name}[/]: {reason}")
+    if result.already_tuned:
+        console.print(f"{len(result.already_tuned)} kernel(s) not searched, already tuned for other models "
+                      f"(--enough-trials): {', '.join(result.already_tuned)}")
+    if result.unusable_records:
+        console.print(f"[yellow]{result.unusable_records} record(s) on disk skipped: they do not load or replay "
+                      "with this TVM[/] [dim](`dlc logs check` lists them)[/]")
     curve = result.curve
     if len(curve) >= 2:
         from dlc.tuning import gain_point

@@ -52,3 +52,10 @@ class AccuracyError(DlcError):
 
 class LogStoreError(DlcError):
     exit_code = 7
+
+
+class LogImportError(DlcError):
+    """A tuning-log archive refused on import: an unsafe member (a path out of the store, a
+    link, a device), over a size cap, or another tool's schema or target key."""
+
+    exit_code = 8

@@ -1,29 +1,35 @@
 """The tuning-log store: one folder per target key, append-only JSON-lines files.
 
-    tuning_logs/<target key>/target.json      what the folder is for (format, version, target)
-    tuning_logs/<target key>/workloads.jsonl  {"hash", "workload"}: a kernel, once
-    tuning_logs/<target key>/records.jsonl    {"hash", "candidate", "record", "error", ...}: one trial
+    tuning_logs/<target key>/target.json          what the folder is for (format, version, target)
+    tuning_logs/<target key>/workloads.jsonl      {"hash", "workload"}: a kernel, once
+    tuning_logs/<target key>/records.jsonl        {"hash", "candidate", "record", "error", "run", ...}: one trial
+    tuning_logs/<target key>/contributions.jsonl  {"id", "kind", "host", "user", "model", "cpu", ...}: a tuning run
+    tuning_logs/<target key>/curve.jsonl          the tuning curve of each run
 
 MetaSchedule's own database ignores the target when it looks records up, so records are
 kept per target here and only that target's folder is ever loaded. Every line is written
 with one O_APPEND write of a complete line, so concurrent tuners never interleave and a
 kill loses at most the line being written; a torn or foreign line is skipped and counted
-on load, never rewritten.
+on load. Appends take no lock; the few operations that rewrite a file (merge, prune,
+repair: dlc.logshare, dlc.logcheck) hold the folder's lock and lose no concurrent append
+(dlc.logfiles). Every line and the header carry the dlc and TVM versions that wrote them;
+each tuning run's provenance is a line of contributions.jsonl (dlc.provenance).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlc.errors import LogStoreError
 from dlc.fileio import write_json_atomic
+from dlc.logfiles import BAD, append_line, read_jsonl
+from dlc.provenance import Provenance, now_utc, versions
 from dlc.schedule import RULES_VERSION
 
 if TYPE_CHECKING:
@@ -34,7 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "dlc-tuning-log"
+# Version 1 still: provenance, versions and contributions.jsonl are fields and a file that
+# older readers ignore, and this reader treats as optional, so stores stay shared both ways.
 FORMAT_VERSION = 1
+READS_VERSIONS = (1,)
+LINE_FILES = ("workloads.jsonl", "records.jsonl", "contributions.jsonl")
 DEFAULT = "default"  # candidate hash of a kernel's default-schedule baseline line
 # Repeated timings of one kernel differ by up to ~2%: a record must beat its default (and a
 # new best the previous best) by more than this to count as a gain.
@@ -51,6 +61,8 @@ class Trial:
     run_secs: tuple[float, ...] | None
     error: str | None  # "build: ..." or "run: ..." when the candidate failed
     rules: str | None = None  # default-schedule lines: dlc.schedule.RULES_VERSION that built it
+    run: str | None = None  # id of the contribution (tuning run) that measured it
+    task: str | None = None
 
 
 @dataclass
@@ -61,7 +73,12 @@ class LogStore:
     target_key: str
     workloads: dict[str, Any] = field(default_factory=dict)  # hash -> Workload.as_json()
     trials: dict[str, list[Trial]] = field(default_factory=lambda: defaultdict(list))
+    contributions: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its line
+    header: dict[str, Any] = field(default_factory=dict)
     skipped_lines: int = 0
+    contribution: Provenance | None = None  # this process's, written with its first trial
+    unusable: dict[int, str] = field(default_factory=dict)  # id(trial) -> why it cannot be used here
+    applied: dict[str, Trial] = field(default_factory=dict)  # workload -> its best in the last database
 
     # ------------------------------------------------------------ queries
 
@@ -94,15 +111,47 @@ class LogStore:
     def measured_candidates(self, workload_hash: str) -> dict[str, Trial]:
         return {t.candidate_hash: t for t in self.searched(workload_hash)}
 
+    def model_of(self, trial: Trial | None) -> tuple[str, str] | None:
+        """(file name, sha256) of the model whose tuning measured `trial`, if recorded."""
+        line = self.contributions.get(trial.run or "") if trial is not None else None
+        model = line.get("model") if isinstance(line, dict) else None
+        if isinstance(model, dict) and isinstance(model.get("sha256"), str):
+            return str(model.get("name") or "?"), model["sha256"]
+        return None
+
+    def trials_from_other_models(self, workload_hash: str, model_sha256: str) -> int:
+        """Search trials of a kernel that tuning runs of other models measured (lines of unknown
+        origin do not count: they may be this model's own)."""
+        return sum(1 for t in self.searched(workload_hash)
+                   if (source := self.model_of(t)) is not None and source[1] != model_sha256)
+
+    @property
+    def unusable_records(self) -> int:
+        return len(self.unusable)
+
+    def unusable_reason(self) -> str | None:
+        """The most frequent reason records were skipped."""
+        return Counter(self.unusable.values()).most_common(1)[0][0] if self.unusable else None
+
     # ------------------------------------------------------------ writes
+
+    def begin_contribution(self, provenance: Provenance) -> None:
+        """Attribute the trials this process appends from now on (written with the first one)."""
+        self.contribution = provenance
 
     def add_workload(self, workload_hash: str, workload_json: Any) -> None:
         if workload_hash in self.workloads:
             return
         self.workloads[workload_hash] = workload_json
-        _append_line(self.path / "workloads.jsonl", {"hash": workload_hash, "workload": workload_json})
+        self._append("workloads.jsonl", {"hash": workload_hash, "workload": workload_json})
 
     def add_trial(self, trial: Trial, *, task_name: str) -> None:
+        run = trial.run
+        if run is None and self.contribution is not None:
+            run = self.contribution.id
+            if run not in self.contributions:
+                self.contributions[run] = self.contribution.to_json()
+                self._append("contributions.jsonl", self.contributions[run])
         line = {
             "hash": trial.workload_hash,
             "candidate": trial.candidate_hash,
@@ -111,90 +160,177 @@ class LogStore:
             "error": trial.error,
             **({"rules": trial.rules} if trial.rules else {}),
             "task": task_name,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": now_utc(),
+            **({"run": run} if run else {}),
         }
-        _append_line(self.path / "records.jsonl", line)
-        self.trials[trial.workload_hash].append(trial)
+        self._append("records.jsonl", line)
+        self.trials[trial.workload_hash].append(replace(trial, run=run, task=task_name))
 
     def add_curve_point(self, run: str, trials: int, seconds: float, estimated_us: float) -> None:
         """The tuning curve: estimated model time after `trials` of the run that began at `run`."""
-        _append_line(self.path / "curve.jsonl", {"run": run, "trials": trials, "seconds": round(seconds, 2),
-                                                 "estimated_us": round(estimated_us, 3)})
+        self._append("curve.jsonl", {"run": run, "trials": trials, "seconds": round(seconds, 2),
+                                     "estimated_us": round(estimated_us, 3)})
+
+    def _append(self, name: str, data: dict[str, Any]) -> None:
+        append_line(self.path / name, {**data, **versions()})
 
     # ------------------------------------------------------------ MetaSchedule view
 
-    def to_database(self, *, only_improvements: bool = False) -> ms.database.MemoryDatabase:
-        """A MetaSchedule database of this target's successful trials. With
-        `only_improvements`, kernels whose best record is not measurably faster than their
-        default schedule are left out: a build keeps the default (MEASURABLE_GAIN)."""
+    def to_database(self, *, only_improvements: bool = False, per_workload: int | None = None,
+                    include_defaults: bool = False, database: ms.database.Database | None = None):
+        """A MetaSchedule database (a new MemoryDatabase unless one is given) of this target's
+        successful trials, fastest first, at most `per_workload` per kernel. Each record is
+        loaded, and so replayed on its kernel, on its own, and a kernel's fastest is also
+        applied the way a build applies it: a record another TVM wrote, or a damaged line, is
+        skipped and counted in `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
+        not measurably faster than its default schedule is left out (MEASURABLE_GAIN).
+        `applied` maps each kernel to its fastest record put in."""
         from tvm.s_tir import meta_schedule as ms
 
-        database = ms.database.MemoryDatabase()
-        for workload_hash in self.trials:
-            best, default = self.best_seconds(workload_hash), self.default_seconds(workload_hash)
-            if workload_hash not in self.workloads or best is None:
+        database = database if database is not None else ms.database.MemoryDatabase()
+        self.applied = {}
+        for workload_hash, trials in self.trials.items():
+            ranked = sorted((t for t in trials if t.run_secs and t.record_json is not None
+                             and (include_defaults or t.candidate_hash != DEFAULT)), key=lambda t: _mean(t.run_secs))
+            if workload_hash not in self.workloads or not ranked:
                 continue
-            if only_improvements and default is not None and best > default * (1 - MEASURABLE_GAIN):
-                continue
-            workload = database.commit_workload(
-                ms.database.Workload.from_json(self.workloads[workload_hash]).mod
-            )
-            for trial in self.searched(workload_hash):
-                if trial.run_secs:
-                    database.commit_tuning_record(ms.database.TuningRecord.from_json(trial.record_json, workload))
+            workload = self._commit_workload(database, workload_hash, ranked)
+            committed = 0
+            for trial in ranked:
+                if per_workload is not None and committed >= per_workload:
+                    break
+                record = self.load_record(trial, workload, apply=not committed) if workload is not None else None
+                if record is None:
+                    continue
+                if not committed:
+                    default = self.default_seconds(workload_hash)
+                    if only_improvements and default is not None and _mean(trial.run_secs) > default * (1 - MEASURABLE_GAIN):
+                        break
+                    self.applied[workload_hash] = trial
+                database.commit_tuning_record(record)
+                committed += 1
         return database
+
+    def _commit_workload(self, database, workload_hash: str, trials: list[Trial]):
+        from tvm.s_tir import meta_schedule as ms
+
+        try:
+            return database.commit_workload(ms.database.Workload.from_json(self.workloads[workload_hash]).mod)
+        except Exception as err:  # its kernel does not load here: none of its records can be used
+            for trial in trials:
+                self.unusable[id(trial)] = f"its kernel does not load: {_reason(err)}"
+            return None
+
+    def load_record(self, trial: Trial, workload, *, apply: bool = False):
+        """`trial` as a TuningRecord of `workload`, or None (counted) when it does not load.
+        Loading replays its trace on the kernel (TVM rebuilds the trace that way); `apply`
+        also applies the rebuilt trace as a build does (Database.query_schedule)."""
+        from tvm import s_tir
+        from tvm.s_tir import meta_schedule as ms
+
+        if id(trial) in self.unusable:
+            return None
+        try:
+            record = ms.database.TuningRecord.from_json(trial.record_json, workload)
+            if apply:
+                record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+            return record
+        except Exception as err:  # another TVM's record, or a damaged line: skipped, not fatal
+            why = replay_error(trial.record_json, workload.mod)
+            self.unusable[id(trial)] = f"trace does not replay: {why}" if why else _reason(err)
+            return None
+
+    def measure_candidates(self, trials: list[Trial], workload) -> list[tuple[Trial, Any]]:
+        """(trial, MeasureCandidate) for the trials whose trace replays on `workload`."""
+        pairs = []
+        for trial in trials:
+            record = self.load_record(trial, workload)
+            if record is None:
+                continue
+            try:
+                pairs.append((trial, record.as_measure_candidate()))
+            except Exception as err:  # the trace does not replay on this kernel
+                self.unusable[id(trial)] = _reason(err)
+        return pairs
 
 
 def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def _append_line(path: Path, data: dict[str, Any]) -> None:
-    """Append one complete line with a single write: atomic against other appenders."""
-    payload = (json.dumps(data, separators=(",", ":")) + "\n").encode()
+def _reason(err: BaseException) -> str:
+    from dlc.measure import reason
+
+    return reason(err)
+
+
+def replay_error(record_json: Any, mod) -> str | None:
+    """Why the trace of a record (TuningRecord.as_json()) does not replay on `mod`, in TVM's
+    words (loading a record renders none: "(not rendered)"); None when it replays, or when the
+    record is malformed rather than its trace."""
+    from tvm import s_tir
+
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                payload = b"\n" + payload  # never glue a record onto a torn line
-            written = os.write(fd, payload)
-        finally:
-            os.close(fd)
+        trace = record_json[0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    try:
+        s_tir.Trace.apply_json_to_schedule(trace, s_tir.Schedule(mod, error_render_level="detail"))
+    except Exception as err:
+        return _reason(err)
+    return None
+
+
+# ---------------------------------------------------------------------- opening
+
+
+def new_header(key: str, target_config: dict) -> dict[str, Any]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "target": target_config,
+            "created": now_utc(), **versions()}
+
+
+def create_folder(path: Path, header: dict[str, Any]) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path / "target.json", header)
     except OSError as err:
         raise LogStoreError(
-            f"cannot append to tuning log '{path}': {err.strerror}",
-            hint="check the --logs directory is writable and the disk is not full",
+            f"cannot create tuning-log folder '{path}': {err.strerror}",
+            hint="pass a writable --logs directory",
         ) from err
-    if written != len(payload):
-        raise LogStoreError(f"short write to tuning log '{path}'", hint="check free disk space")
 
 
 def open_store(root: Path | str, target: TargetSpec, *, create: bool = True) -> LogStore:
     """Open (and with `create`, make) the folder of `target` under `root`."""
-    root = Path(root)
-    path = root / target.key
+    path = Path(root) / target.key
     header_path = path / "target.json"
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": target.key, "target": target.key_config}
     if not header_path.exists():
         if not create:
             return LogStore(path, target.key)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(header_path, header)
-        except OSError as err:
-            raise LogStoreError(
-                f"cannot create tuning-log folder '{path}': {err.strerror}",
-                hint="pass a writable --logs directory",
-            ) from err
-    else:
-        _check_header(header_path, header)
-    store = LogStore(path, target.key)
+        create_folder(path, new_header(target.key, target.key_config))
+    header = read_header(path)
+    if header.get("target") != target.key_config:
+        raise LogStoreError(
+            f"tuning log '{path}' belongs to target {header.get('target')!r}, "
+            f"not {target.key_config!r}",
+            hint="the folder name must be the target's key; do not rename tuning-log folders",
+        )
+    store = LogStore(path, target.key, header=header)
     _load(store)
     return store
 
 
-def _check_header(header_path: Path, expected: dict[str, Any]) -> None:
+def open_folder(path: Path | str) -> LogStore:
+    """Open the store in `path` (a folder with a target.json), whatever its target."""
+    path = Path(path)
+    header = read_header(path)
+    store = LogStore(path, str(header.get("key") or path.name), header=header)
+    _load(store)
+    return store
+
+
+def read_header(folder: Path) -> dict[str, Any]:
+    header_path = Path(folder) / "target.json"
     try:
         found = json.loads(header_path.read_text())
     except (OSError, ValueError) as err:
@@ -207,49 +343,41 @@ def _check_header(header_path: Path, expected: dict[str, Any]) -> None:
             f"'{header_path.parent}' is not a dlc tuning-log folder",
             hint="point --logs at a directory that dlc manages",
         )
-    if found.get("format_version") != FORMAT_VERSION:
+    if found.get("format_version") not in READS_VERSIONS:
         raise LogStoreError(
             f"tuning log '{header_path.parent}' has format version {found.get('format_version')!r}; "
-            f"this dlc reads version {FORMAT_VERSION}",
+            f"this dlc reads version {', '.join(map(str, READS_VERSIONS))}",
             hint="use the dlc version that wrote it, or start a new --logs directory",
         )
-    if found.get("target") != expected["target"]:
-        raise LogStoreError(
-            f"tuning log '{header_path.parent}' belongs to target {found.get('target')!r}, "
-            f"not {expected['target']!r}",
-            hint="the folder name must be the target's key; do not rename tuning-log folders",
-        )
+    return found
 
 
 def _load(store: LogStore) -> None:
-    for line in _read_lines(store, store.path / "workloads.jsonl"):
-        if isinstance(line.get("hash"), str) and "workload" in line:
+    for _, _, line in read_jsonl(store.path / "workloads.jsonl"):
+        if line is not BAD and isinstance(line.get("hash"), str) and "workload" in line:
             store.workloads.setdefault(line["hash"], line["workload"])
         else:
             store.skipped_lines += 1
-    for line in _read_lines(store, store.path / "records.jsonl"):
+    for _, _, line in read_jsonl(store.path / "contributions.jsonl"):
+        if line is not BAD and isinstance(line.get("id"), str):
+            store.contributions.setdefault(line["id"], line)
+        else:
+            store.skipped_lines += 1
+    seen: set[bytes] = set()
+    for _, raw, line in read_jsonl(store.path / "records.jsonl"):
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        if digest in seen:  # the same line twice (a rewrite raced an append): one trial
+            continue
+        seen.add(digest)
         try:
             run_secs = tuple(float(s) for s in line["run_secs"]) if line.get("run_secs") else None
-            trial = Trial(line["hash"], line["candidate"], line["record"], run_secs, line.get("error"), line.get("rules"))
-        except (KeyError, TypeError, ValueError):
+            trial = Trial(line["hash"], line["candidate"], line["record"], run_secs, line.get("error"),
+                          line.get("rules"), line.get("run"), line.get("task"))
+            if not isinstance(trial.workload_hash, str) or not isinstance(trial.candidate_hash, str):
+                raise TypeError("hash and candidate must be strings")
+        except (KeyError, TypeError, ValueError, AttributeError):
             store.skipped_lines += 1
             continue
         store.trials[trial.workload_hash].append(trial)
     if store.skipped_lines:
         log.warning("skipped %d unreadable line(s) in %s", store.skipped_lines, store.path)
-
-
-def _read_lines(store: LogStore, path: Path):
-    if not path.exists():
-        return
-    with path.open("rb") as f:
-        for raw in f:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                store.skipped_lines += 1  # a torn last line after a crash, or a hand edit
-                continue
-            if isinstance(data, dict):
-                yield data
-            else:
-                store.skipped_lines += 1

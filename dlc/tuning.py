@@ -34,6 +34,7 @@ from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
 from dlc.logstore import DEFAULT, MEASURABLE_GAIN, LogStore, Trial, open_store
 from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder, reason
+from dlc.provenance import Provenance
 
 if TYPE_CHECKING:
     import tvm
@@ -50,6 +51,10 @@ MIN_GAIN = 0.05
 MAX_HEADROOM = 0.9
 COPY_HEADROOM = 0.25  # copies and elementwise kernels: no FLOP rate to judge them by
 CONTRACTION_FLOPS_PER_OUTPUT = 16
+# A kernel that tuning runs of other models already gave this many search trials is not
+# searched again (four batches: the local descent around the default and the first
+# evolutionary rounds, where most of a kernel's gain comes); its records are used as they are.
+ENOUGH_TRIALS = 64
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ class TuningResult:
     seconds: float
     stopped_by: StopReason
     curve: tuple[CurvePoint, ...] = ()  # from the defaults (trials 0) to the end of the run
+    already_tuned: tuple[str, ...] = ()  # kernels not searched: enough trials from other models
+    unusable_records: int = 0  # records on disk that did not load or replay here (skipped)
 
     @property
     def estimated_model_us(self) -> float | None:
@@ -308,9 +315,9 @@ class _Search:
             known = self.store.default_trial(task.workload_hash)
             if known is not None:
                 state.default_us = _us(self.store.default_seconds(task.workload_hash))
-                if known.run_secs and known.record_json:
-                    self.database.commit_tuning_record(
-                        self.ms.database.TuningRecord.from_json(known.record_json, workload))
+                record = self.store.load_record(known, workload) if known.run_secs and known.record_json else None
+                if record is not None:
+                    self.database.commit_tuning_record(record)
                 continue
             with self.tvm_target:
                 _, sch = apply_rules(s_tir.Schedule(task.mod), self.cpu, self.tvm_target, name=task.name)
@@ -403,12 +410,12 @@ class _Search:
         self.store.add_workload(task.workload_hash, state.workload.as_json())
         # Teach the cost model what earlier runs measured for this kernel.
         previous = [t for t in self.store.trials.get(task.workload_hash, ()) if t.run_secs and t.record_json]
-        if previous:
-            records = [ms.database.TuningRecord.from_json(t.record_json, state.workload) for t in previous]
+        pairs = self.store.measure_candidates(previous, state.workload)  # a record that does not replay is skipped
+        if pairs:
             self.cost_model.update(
                 context,
-                [r.as_measure_candidate() for r in records],
-                [ms.runner.RunnerResult(list(t.run_secs), None) for t in previous],
+                [candidate for _, candidate in pairs],
+                [ms.runner.RunnerResult(list(t.run_secs), None) for t, _ in pairs],
             )
         context.pre_tuning(
             max_trials=max_trials, num_trials_per_iter=self.batch, database=self.database, cost_model=self.cost_model
@@ -571,9 +578,14 @@ def tune(
     on_progress: Callable[[Progress], None] | None = None,
     builder: ms.builder.Builder | None = None,
     runner: ms.runner.Runner | None = None,
+    enough_trials: int = ENOUGH_TRIALS,
 ) -> TuningResult:
     """Search schedules for the kernels of `optimized` until `trials` (on disk included) or
-    `time_budget` seconds run out; every trial is appended to `logs` as it is measured."""
+    `time_budget` seconds run out; every trial is appended to `logs` as it is measured.
+
+    Unless `task_names` picks kernels, a kernel with `enough_trials` or more search trials
+    from tuning runs of other models is not searched (0: search every kernel), and its trials
+    do not count toward `trials`."""
     if trials < 0:
         raise TuningError(f"--trials must be positive, not {trials}", hint="e.g. --trials 300")
     check_can_measure(target)
@@ -585,12 +597,17 @@ def tune(
     all_tasks = extract_tasks(optimized, target)
     selected = select_tasks(all_tasks, task_names)
     store = open_store(logs, target)
+    model = optimized.source.source
+    store.begin_contribution(Provenance.collect("tune", model_name=model.path.name, model_sha256=model.sha256))
+    already = set() if task_names or enough_trials <= 0 else {
+        t.index for t in selected if store.trials_from_other_models(t.workload_hash, model.sha256) >= enough_trials}
+    selected = [t for t in selected if t.index not in already]
     on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
     budget = max(0, trials - on_disk)
     search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed, batch=trials_per_batch)
     states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
     done, batch_seconds = 0, []
-    stop: StopReason = "already-done" if budget == 0 else "trials"
+    stop: StopReason = "already-done" if budget == 0 or not selected else "trials"
 
     # (trials, seconds, every kernel's best so far): the curve is drawn at the end against
     # the defaults' final timings, so that re-timing a default (which moves it with the
@@ -617,7 +634,7 @@ def tune(
         _headroom_priors(states)
         record_curve()
         chosen = [states[t.index] for t in selected]
-        while budget and done < budget:
+        while budget and selected and done < budget:
             elapsed = time.perf_counter() - started
             if time_budget is not None and elapsed + (_mean(batch_seconds) if batch_seconds else 0) > time_budget:
                 stop = "time"
@@ -663,4 +680,4 @@ def tune(
         for s in states
     )
     return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop,
-                        tuple(curve))
+                        tuple(curve), tuple(all_tasks[i].name for i in sorted(already)), store.unusable_records)
