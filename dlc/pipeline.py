@@ -204,7 +204,7 @@ def _size_one_constants_as_scalars():
             other = args[1 - i]
             if (value is not None and value.ndim >= 1 and value.size == 1
                     and len(getattr(other.ty, "shape", None) or ()) >= value.ndim):
-                args[i] = relax.const(value.reshape(()))
+                args[i] = relax.const(value.reshape(()), str(value.dtype))
                 changed = True
         return relax.Call(call.op, args, call.attrs) if changed else None
 
