@@ -103,9 +103,8 @@ def rewrite_lines(path: Path, transform: Callable[[list[bytes]], list[bytes]]) -
             if newer == data:
                 break  # torn for good: a crash's remnant, a line like any other here
             data = newer
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
+        # Empty lines carry nothing (see read_jsonl): dropped here.
+        lines = [line for line in data.split(b"\n") if line.strip()]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -144,6 +143,10 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, bytes, Any]]:
         return
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                # An appender that saw another's line half-written takes it for a torn one
+                # and starts its own with a newline: an empty line, harmless, skipped.
+                continue
             try:
                 data = json.loads(raw)
             except ValueError:  # a torn last line after a crash, or a hand edit
