@@ -9,9 +9,11 @@ Trial allocation: every selected task is first measured once with its default sc
 which gives its share of model time. The next batch then goes to the task with the largest
 `weight x best latency x expected gain`. Before a task is searched its expected gain is its
 headroom: 1 - its default's GFLOP/s / the best GFLOP/s among the model's contractions
-(kernels of >= 16 FLOPs per output element; 0.05-0.9), so a 5x5 depthwise conv at a fifth
-of the machine's rate is searched before a 1x1 conv already at 90% of it; a kernel with
-fewer FLOPs per element (copies, elementwise) starts at 0.25. Afterwards it is the relative
+(kernels of >= 64 FLOPs per output element; 0.05-0.9), so a 3x3 conv at half the machine's
+rate is searched before a 1x1 conv already at 90% of it; a kernel with fewer FLOPs per
+element (copies, elementwise, depthwise convs: bound by loads, not FMAs, so a FLOP rate
+overrates what they have left; PP-OCR cls spent 177 trials on three that way, bench/README.md)
+starts at 0.25. Afterwards it is the relative
 improvement its last batch achieved (at least 0.05), halved after every batch that improved
 nothing.
 Kernels that cost little model time are never searched; a task whose search space is
@@ -50,7 +52,7 @@ FIRST_GAIN = 0.5  # a kernel's gain from its first batch, when it had no best to
 MIN_GAIN = 0.05
 MAX_HEADROOM = 0.9
 COPY_HEADROOM = 0.25  # copies and elementwise kernels: no FLOP rate to judge them by
-CONTRACTION_FLOPS_PER_OUTPUT = 16
+CONTRACTION_FLOPS_PER_OUTPUT = 64
 # A kernel that tuning runs of other models already gave this many search trials is not
 # searched again (four batches: the local descent around the default and the first
 # evolutionary rounds, where most of a kernel's gain comes); its records are used as they are.

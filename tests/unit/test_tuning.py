@@ -39,8 +39,9 @@ def test_the_curve_uses_each_defaults_final_timing_and_gains_beyond_noise():
 
 
 def test_first_expected_gain_is_the_headroom_below_the_models_best_flop_rate():
-    """A 1x1 conv at the best rate gets the floor, a depthwise conv at a fifth of it 0.8, a
-    copy (1 FLOP per output) the fixed guess; a record better than the default counts."""
+    """A 1x1 conv at the best rate gets the floor, a 3x3 conv at a fifth of it 0.8, a copy
+    or depthwise conv (under 64 FLOPs per output) the fixed guess; a record better than the
+    default counts."""
     from types import SimpleNamespace
 
     from dlc.tuning import COPY_HEADROOM, MIN_GAIN, _headroom_priors
@@ -50,9 +51,10 @@ def test_first_expected_gain_is_the_headroom_below_the_models_best_flop_rate():
                                best_us=best_us, last_gain=0.5)
 
     conv = state(64e6, 100_000, 200.0)  # 320 GFLOP/s
-    depthwise = state(18e6, 1_000_000, 281.25)  # 64 GFLOP/s
+    slow = state(180e6, 1_000_000, 2812.5)  # 64 GFLOP/s
+    depthwise = state(18e6, 1_000_000, 1000.0)
     copy = state(1e6, 1_000_000, 50.0)
-    tuned = state(18e6, 1_000_000, 281.25, best_us=112.5)  # its record runs at 160 GFLOP/s
-    _headroom_priors([conv, depthwise, copy, tuned])
-    assert conv.last_gain == MIN_GAIN and abs(depthwise.last_gain - 0.8) < 1e-9
-    assert copy.last_gain == COPY_HEADROOM and abs(tuned.last_gain - 0.5) < 1e-9
+    tuned = state(180e6, 1_000_000, 2812.5, best_us=1125.0)  # its record runs at 160 GFLOP/s
+    _headroom_priors([conv, slow, depthwise, copy, tuned])
+    assert conv.last_gain == MIN_GAIN and abs(slow.last_gain - 0.8) < 1e-9
+    assert copy.last_gain == depthwise.last_gain == COPY_HEADROOM and abs(tuned.last_gain - 0.5) < 1e-9
