@@ -101,7 +101,7 @@ def print_tuning_result(result) -> None:
         console.print(f"[yellow]{result.unusable_records} record(s) on disk skipped: they do not load or replay "
                       "with this TVM[/] [dim](`dlc logs check` lists them)[/]")
     warm = result.warm_start
-    if warm is not None:
+    if warm is not None and warm.records:
         console.print(f"cost model warm-started on {warm.records} record(s) of {warm.kernels} other kernel(s) "
                       f"in {warm.seconds:.1f} s")
     curve = result.curve

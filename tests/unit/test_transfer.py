@@ -90,3 +90,11 @@ def test_a_trace_replays_on_a_kernel_of_its_class_with_tiles_fitted():
 
     assert tiles(replay(target, sch.trace, [], fit_tiles=True)) == [[2, 12], [2, 6], [3, 32]]
     assert tiles(replay(target, sch.trace, [])) == [[1, 24], [1, 12], [3, 32]]
+
+
+def test_tune_help_names_the_two_ways_to_use_other_kernels_records():
+    from tests.conftest import run_dlc
+
+    result = run_dlc("tune", "--help")
+    assert result.returncode == 0
+    assert "--cold" in result.stdout and "--transfer-only" in result.stdout
