@@ -79,6 +79,6 @@ def test_a_search_starts_with_the_cost_model_trained_on_other_kernels_records(st
     assert (warm.records, warm.kernels, warm.skipped) == (min(len(measured_a), 16), 1, 0)
     assert warm.seconds < 30
 
-    cold = tuning.tune(_optimize(tiny("conv_relu_pool_wide")), HOST, logs=logs, trials=8, trials_per_batch=4,
+    cold = tuning.tune(_optimize(tiny("conv_relu_pool_wide")), HOST, logs=logs, trials=6, trials_per_batch=2,
                        warm=False)
-    assert cold.warm_start is None and cold.trials_run == 4
+    assert cold.warm_start is None and cold.trials_run == 2
