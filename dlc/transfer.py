@@ -13,8 +13,8 @@ got on average 49% of full tuning's speed-up for a fraction of its search time
 Warm start: before a search, the XGBoost cost model is trained once on measured records of
 other kernels, so its first predictions already rank candidates (a cold XGBModel predicts at
 random until it has 100 samples). A few hundred records, not thousands: each costs a trace
-replay (~8 ms on the 2-core VM) and a feature extraction (~4-5 ms), and the training ~1.5 s;
-256 records took ~5 s there.
+replay (~7 ms on the 2-core VM) and a feature extraction (~5 ms), and the training ~1.5 s;
+256 records took 4.4 s there (up to 20 s beside another job).
 """
 
 from __future__ import annotations
