@@ -123,6 +123,8 @@ def _single(name, model, optimized, spec, logs, result, tmp: Path) -> None:
           f"tuned compile {tuned.seconds:.1f} s")
     if result.warm_start is not None:
         print(_warm_line(result.warm_start))
+    if result.stopped_by == "transferred":
+        print(_transfer_line(result))
     print(f"{'engine':<12}{'median ms':>10}{'vs ORT':>8}")
     for latency in bench.latencies:
         print(f"{latency.engine:<12}{latency.median_ms:>10.3f}{bench.ratio(latency.engine):>7.2f}x")
@@ -140,6 +142,12 @@ def _single(name, model, optimized, spec, logs, result, tmp: Path) -> None:
 def _warm_line(warm) -> str:
     return (f"cost model warm-started on {warm.records} records of {warm.kernels} other kernels in "
             f"{warm.seconds:.1f} s" if warm.records else "no records of other kernels to warm-start the cost model on")
+
+
+def _transfer_line(result) -> str:
+    kept = sum(o.kept for o in result.transfers)
+    return (f"transfer: {len(result.transfers)} kernels had kernels of their class in the store, {kept} got a "
+            f"record; {result.trials_run} candidates measured, {result.seconds:.1f} s in all")
 
 
 def _at_fifth(curve, budget: float | None):
@@ -194,8 +202,7 @@ def _compare(model, optimized, spec, results, budget, tmp: Path) -> None:
     transfer = results.get("transfer", (None,))[0]
     if transfer is not None:
         kept = [o for o in transfer.transfers if o.kept]
-        print(f"\ntransfer: {len(transfer.transfers)} kernels had kernels of their class in the store, "
-              f"{len(kept)} got a record; {transfer.trials_run} candidates measured in {transfer.seconds:.1f} s")
+        print("\n" + _transfer_line(transfer))
         if cold is not None:
             untuned = bench.median("untuned")
             own, got = untuned - bench.median("cold"), untuned - bench.median("transfer")
