@@ -321,9 +321,12 @@ def parse_duration(text: str) -> float:
 @click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
 @click.option("--enough-trials", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
               help="Do not search kernels that tuning other models gave N trials already (0: search all).")
+@click.option("--cold", is_flag=True, help="Do not train the cost model on other kernels' records first.")
+@click.option("--transfer-only", is_flag=True,
+              help="Search nothing: replay the nearest kernels' best records on kernels with none of their own.")
 @_with(input_options)
 def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed,
-                 enough_trials, inputs, input_values):
+                 enough_trials, cold, transfer_only, inputs, input_values):
     """Autotune MODEL's kernels for TARGET, then build, verify and benchmark the result.
 
     Every measured trial is appended to LOGS at once; rerunning the same command resumes,
@@ -349,7 +352,8 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
         display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
     result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
-                         task_names=task_names, seed=seed, enough_trials=enough_trials)
+                         task_names=task_names, seed=seed, enough_trials=enough_trials, warm=not cold,
+                         transfer_only=transfer_only)
     display.print_tuning_result(result)
     if result.stopped_by == "interrupted":
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "

@@ -75,6 +75,9 @@ def print_task_list(tasks, store) -> None:
 def print_tuning_result(result) -> None:
     from rich.table import Table
 
+    if result.stopped_by == "transferred":
+        print_transfer_result(result)
+        return
     console = make_console(stderr=False)
     table = Table(title="tuning result per task (tasks with trials)")
     for column in ("#", "task", "trials (run/total)", "default µs", "best µs", "speed-up", "errors"):
@@ -97,6 +100,10 @@ def print_tuning_result(result) -> None:
     if result.unusable_records:
         console.print(f"[yellow]{result.unusable_records} record(s) on disk skipped: they do not load or replay "
                       "with this TVM[/] [dim](`dlc logs check` lists them)[/]")
+    warm = result.warm_start
+    if warm is not None and warm.records:
+        console.print(f"cost model warm-started on {warm.records} record(s) of {warm.kernels} other kernel(s) "
+                      f"in {warm.seconds:.1f} s")
     curve = result.curve
     if len(curve) >= 2:
         from dlc.tuning import gain_point
@@ -112,6 +119,26 @@ def print_tuning_result(result) -> None:
         f"stopped by {result.stopped_by}; estimated model time "
         f"{'-' if estimate is None else f'{estimate / 1e3:.3f} ms'}; records in {result.logs}"
     )
+
+
+def print_transfer_result(result) -> None:
+    from rich.table import Table
+
+    console = make_console(stderr=False)
+    table = Table(title="records transferred to kernels with none of their own")
+    for column in ("task", "shapes", "from", "tried", "default µs", "best µs", "speed-up", "applied"):
+        table.add_column(column, justify="left" if column in ("task", "shapes", "from") else "right", overflow="fold")
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for o in result.transfers:
+        speedup = f"{o.default_us / o.best_us:.2f}x" if o.default_us and o.best_us else "-"
+        table.add_row(o.task_name, o.signature, ", ".join(o.sources), str(o.candidates), fmt(o.default_us),
+                      fmt(o.best_us), speedup, "yes" if o.kept else "no (default kept)")
+    console.print(table)
+    kept = [o for o in result.transfers if o.kept]
+    saved = sum(o.weight * (o.default_us - o.best_us) for o in kept)
+    console.print(f"{len(result.transfers)} kernel(s) had kernels of their class in the store, {len(kept)} got a "
+                  f"transferred record (estimated {saved / 1e3:.3f} ms saved per run); {result.trials_run} "
+                  f"candidates measured in {result.seconds:.1f} s; records in {result.logs}")
 
 
 def print_bench(bench) -> None:
@@ -139,7 +166,8 @@ def run_tuning(console, optimized, spec, **kwargs):
         TimeElapsedColumn(),
     ]
     with Progress(*columns, console=console, transient=False) as bar:
-        row = bar.add_task("tuning", total=None, task="measuring default schedules", estimate="-", left="-")
+        first = "replaying other kernels' records" if kwargs.get("transfer_only") else "measuring default schedules"
+        row = bar.add_task("tuning", total=None, task=first, estimate="-", left="-")
 
         def show(p: tuning.Progress) -> None:
             estimate = f"{p.estimated_model_us / 1e3:.3f} ms" if p.estimated_model_us else "-"

@@ -37,6 +37,7 @@ from dlc.errors import InputError, TuningError
 from dlc.logstore import DEFAULT, MEASURABLE_GAIN, LogStore, Trial, open_store
 from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder, reason
 from dlc.provenance import Provenance
+from dlc.transfer import StoreKernels, TransferOutcome, WarmStart, kernel_shape, replay, transferred_candidates, warm_start
 
 if TYPE_CHECKING:
     import tvm
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["trials", "time", "exhausted", "interrupted", "already-done"]
+StopReason = Literal["trials", "time", "exhausted", "interrupted", "already-done", "transferred"]
 FIRST_GAIN = 0.5  # a kernel's gain from its first batch, when it had no best to improve on
 MIN_GAIN = 0.05
 MAX_HEADROOM = 0.9
@@ -167,6 +168,8 @@ class TuningResult:
     curve: tuple[CurvePoint, ...] = ()  # from the defaults (trials 0) to the end of the run
     already_tuned: tuple[str, ...] = ()  # kernels not searched: enough trials from other models
     unusable_records: int = 0  # records on disk that did not load or replay here (skipped)
+    warm_start: WarmStart | None = None  # the cost model's training on other kernels' records
+    transfers: tuple[TransferOutcome, ...] = ()  # --transfer-only: each kernel it measured records for
 
     @property
     def estimated_model_us(self) -> float | None:
@@ -282,7 +285,8 @@ def _mean(values) -> float:
 class _Search:
     """The state of one `tune` call: tasks, store, database, cost model, budget."""
 
-    def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int):
+    def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int,
+                 load_records: bool = True):
         from tvm.s_tir import meta_schedule as ms
 
         from dlc.schedules.cpu import cpu_params
@@ -297,7 +301,9 @@ class _Search:
         self.batch = batch
         self.cores = usable_cpus()
         self.cpu = cpu_params(target)
-        self.database = store.to_database()
+        # Every record, replayed one by one: the search seeds its populations from them (a
+        # transfer needs only a few, which it loads itself).
+        self.database = store.to_database() if load_records else ms.database.MemoryDatabase()
         self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
         self.quiet = logging.getLogger("dlc.tuning.metaschedule")
         self.quiet.setLevel(logging.WARNING)
@@ -425,14 +431,39 @@ class _Search:
         state.context = context
         return context
 
+    def warm_start(self, searched: list[TuningTask], model: list[TuningTask]) -> WarmStart:
+        """Train the cost model once on the store's records of kernels other than `searched`
+        (whose own records each search teaches it as it starts), those of the classes of the
+        `model`'s kernels first."""
+        prefer = {shape.kind for shape in map(kernel_shape, (t.mod for t in model)) if shape is not None}
+        return warm_start(self.cost_model, self.database, StoreKernels(self.store), self.tvm_target,
+                          exclude={t.workload_hash for t in searched}, prefer=prefer, num_threads=self.cores)
+
+    def transfer(self, states: list[_TaskState]) -> list[TransferOutcome]:
+        """Measure, for each kernel, the nearest kernels' best records replayed on it (dlc.transfer)
+        beside its default; kernels with no kernel of their class in the store are left out."""
+        kernels = StoreKernels(self.store)
+        planned = []
+        for state in states:
+            context = self.ms.TuneContext(state.task.mod, target=self.tvm_target, num_threads=self.cores,
+                                          space_generator=self._design_space(state.task), logger=self.quiet)
+            candidates, sources = transferred_candidates(kernels, state.task, context.space_generator.postprocs)
+            if candidates:
+                planned.append((state, candidates, sources))
+        self.measure_defaults([state for state, _, _ in planned])
+        outcomes = []
+        for state, candidates, sources in planned:
+            _, results = self._measure(state, candidates, self.store.measured_candidates(state.task.workload_hash))
+            times = [_mean([float(s) for s in r.run_secs]) * 1e6 for r in results if r.run_secs]
+            task = state.task
+            outcomes.append(TransferOutcome(task.name, task.signature, task.weight, tuple(sources), len(candidates),
+                                            state.default_us, min(times, default=None)))
+        return outcomes
+
     def run_batch(self, state: _TaskState, limit: int, max_trials: int) -> int | None:
         """Measure up to `limit` new candidates of `state`'s task; None when its space is exhausted."""
-        import tvm_ffi
-
-        ms = self.ms
         task = state.task
         context = state.context or self._start(state, max_trials)
-        workload = state.workload
         known = self.store.measured_candidates(task.workload_hash)
         # Local moves around the best record first (coordinate descent over its decisions,
         # Droplet-style: the gains come early); the evolutionary search once the best's
@@ -445,6 +476,36 @@ class _Search:
             return None
         if not candidates:
             return None
+        best_before = state.best_us
+        fresh, results = self._measure(state, candidates, known)
+        if not local:  # the search's own candidates: it keeps count of them
+            context.notify_runner_results(candidates, results)
+        self.cost_model.update(context, candidates, results)
+        # Gain: what a build would run, before and after this batch, against the default's
+        # latest timing (a record slower than the default that beats an earlier, slower
+        # record gains nothing; nor does re-timing the default).
+        previous = _effective_us(state.default_us, best_before)
+        now = _effective_us(state.default_us, state.best_us)
+        if now is not None and (previous is None or now < previous):
+            gain = (previous - now) / previous if previous else FIRST_GAIN
+            state.last_gain = max(MIN_GAIN, gain)
+        else:
+            # Nothing found: halve the expectation, so the next batches go to kernels that
+            # have not been tried as often (else the heaviest kernel takes every batch at
+            # the floor, and the others' gains arrive at the end of the budget).
+            state.last_gain /= 2
+        return fresh
+
+    def _measure(self, state: _TaskState, candidates: list, known: dict[str, Trial]) -> tuple[int, list]:
+        """Measure the candidates not in `known` beside a re-timing of the default, log each
+        trial, and update the kernel's best: (candidates measured, a RunnerResult for each)."""
+        import tvm_ffi
+
+        ms = self.ms
+        task = state.task
+        workload = state.workload or self.database.commit_workload(task.mod)
+        if task.workload_hash not in self.store.workloads:
+            self.store.add_workload(task.workload_hash, workload.as_json())
         hashes = [str(tvm_ffi.structural_hash(c.sch.mod)) for c in candidates]
         fresh = [i for i, h in enumerate(hashes) if h not in known]
         control = self._default_control(state) if fresh else None
@@ -455,7 +516,6 @@ class _Search:
             self._record_default(state, workload, control[0], control[1], measured.pop())
         outcomes = dict(zip(fresh, measured))
         results = []
-        best_before = state.best_us
         for i, candidate in enumerate(candidates):
             if i in outcomes:
                 run_secs, error = outcomes[i]
@@ -478,33 +538,14 @@ class _Search:
                 us = _mean(run_secs) * 1e6
                 if state.best_us is None or us < state.best_us * (1 - MEASURABLE_GAIN):
                     state.best_us = us
-        if not local:  # the search's own candidates: it keeps count of them
-            context.notify_runner_results(candidates, results)
-        self.cost_model.update(context, candidates, results)
-        # Gain: what a build would run, before and after this batch, against the default's
-        # latest timing (a record slower than the default that beats an earlier, slower
-        # record gains nothing; nor does re-timing the default).
-        previous = _effective_us(state.default_us, best_before)
-        now = _effective_us(state.default_us, state.best_us)
-        if now is not None and (previous is None or now < previous):
-            gain = (previous - now) / previous if previous else FIRST_GAIN
-            state.last_gain = max(MIN_GAIN, gain)
-        else:
-            # Nothing found: halve the expectation, so the next batches go to kernels that
-            # have not been tried as often (else the heaviest kernel takes every batch at
-            # the floor, and the others' gains arrive at the end of the budget).
-            state.last_gain /= 2
         state.trials_run += len(fresh)
-        return len(fresh)
-
+        return len(fresh), results
 
     def _neighbours(self, state: _TaskState, context, known, limit: int) -> list:
         """Candidates one move away from the best record: one tile factor moved between two
         levels of one sampled tiling, or an unroll choice one step up or down (Droplet-style
         local search; refining a good point beats sampling many on CPUs)."""
         import tvm_ffi
-        from tvm import s_tir
-        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
         top = self.database.get_top_k(state.workload, 1)
         if not top:
@@ -513,19 +554,14 @@ class _Search:
         seen, found = set(known), []
         for inst, decision in trace.decisions.items():
             for move in _moves(inst, decision):
-                sch = s_tir.Schedule(state.task.mod)
-                try:
-                    trace.with_decision(inst, move, remove_postproc=True).apply_to_schedule(sch, remove_postproc=True)
-                    sch.enter_postproc()  # marks what replays strip and redo, as the search does
-                    if not all(p.apply(sch) for p in context.space_generator.postprocs):
-                        continue
-                except Exception:  # a move the schedule cannot take: not a candidate
-                    continue
-                key = str(tvm_ffi.structural_hash(sch.mod))
-                if key in seen:
+                # A move the schedule cannot take is not a candidate.
+                candidate = replay(state.task.mod, trace.with_decision(inst, move, remove_postproc=True),
+                                   context.space_generator.postprocs)
+                key = str(tvm_ffi.structural_hash(candidate.sch.mod)) if candidate is not None else None
+                if key is None or key in seen:
                     continue
                 seen.add(key)
-                found.append(self.ms.MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+                found.append(candidate)
                 if len(found) >= limit:
                     return found
         return found
@@ -581,13 +617,18 @@ def tune(
     builder: ms.builder.Builder | None = None,
     runner: ms.runner.Runner | None = None,
     enough_trials: int = ENOUGH_TRIALS,
+    warm: bool = True,
+    transfer_only: bool = False,
 ) -> TuningResult:
     """Search schedules for the kernels of `optimized` until `trials` (on disk included) or
     `time_budget` seconds run out; every trial is appended to `logs` as it is measured.
 
     Unless `task_names` picks kernels, a kernel with `enough_trials` or more search trials
     from tuning runs of other models is not searched (0: search every kernel), and its trials
-    do not count toward `trials`."""
+    do not count toward `trials`. With `warm`, the cost model first learns from the store's
+    records of other kernels (dlc.transfer). With `transfer_only`, nothing is searched: each
+    kernel with no search record of its own gets the nearest kernels' records replayed on it
+    and measured (dlc.transfer), and `trials` and `time_budget` do not apply."""
     if trials < 0:
         raise TuningError(f"--trials must be positive, not {trials}", hint="e.g. --trials 300")
     check_can_measure(target)
@@ -606,10 +647,12 @@ def tune(
     selected = [t for t in selected if t.index not in already]
     on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
     budget = max(0, trials - on_disk)
-    search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed, batch=trials_per_batch)
+    search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed,
+                     batch=trials_per_batch, load_records=not transfer_only)
     states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
     done, batch_seconds = 0, []
-    stop: StopReason = "already-done" if budget == 0 or not selected else "trials"
+    stop: StopReason = "transferred" if transfer_only else "already-done" if budget == 0 or not selected else "trials"
+    warm_started, transfers = None, []
 
     # (trials, seconds, every kernel's best so far): the curve is drawn at the end against
     # the defaults' final timings, so that re-timing a default (which moves it with the
@@ -632,9 +675,16 @@ def tune(
         ))
 
     try:
-        search.measure_defaults(states)
-        _headroom_priors(states)
-        record_curve()
+        if transfer_only:
+            transfers = search.transfer([states[t.index] for t in selected if not store.trial_count(t.workload_hash)])
+            done = sum(s.trials_run for s in states)
+            budget = 0
+        else:
+            search.measure_defaults(states)
+            _headroom_priors(states)
+            record_curve()
+        if warm and budget and selected:
+            warm_started = search.warm_start(selected, all_tasks)
         chosen = [states[t.index] for t in selected]
         while budget and selected and done < budget:
             elapsed = time.perf_counter() - started
@@ -682,4 +732,5 @@ def tune(
         for s in states
     )
     return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop,
-                        tuple(curve), tuple(all_tasks[i].name for i in sorted(already)), store.unusable_records)
+                        tuple(curve), tuple(all_tasks[i].name for i in sorted(already)), store.unusable_records,
+                        warm_started, tuple(transfers))

@@ -25,7 +25,7 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(array, name)
 
 
-def conv_relu_pool(path: Path, *, weight_seed: int = 1) -> Path:
+def conv_relu_pool(path: Path, *, weight_seed: int = 1, channels: int = 8, size: int = 16) -> Path:
     """Conv(3->8, 3x3) + bias, Relu, MaxPool 2x2, GlobalAveragePool: the CNN building blocks."""
     rng = np.random.default_rng(weight_seed)
     nodes = [
@@ -37,14 +37,21 @@ def conv_relu_pool(path: Path, *, weight_seed: int = 1) -> Path:
     graph = helper.make_graph(
         nodes,
         "conv_relu_pool",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 1, 1])],
         [
-            _init("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
-            _init("b", rng.standard_normal(8).astype(np.float32)),
+            _init("w", rng.standard_normal((channels, 3, 3, 3)).astype(np.float32)),
+            _init("b", rng.standard_normal(channels).astype(np.float32)),
         ],
     )
     return _save(graph, path)
+
+
+def conv_relu_pool_wide(path: Path) -> Path:
+    """conv_relu_pool with other shapes (3->16 channels over 32x32; whole vectors, so no padded
+    features with AVX2 or AVX-512, as 8): its kernels are of the same classes, for
+    transferring records between the two."""
+    return conv_relu_pool(path, weight_seed=3, channels=16, size=32)
 
 
 def matmul_softmax(path: Path) -> Path:
