@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from dlc.errors import InputError, LogStoreError
 from dlc.logfiles import BAD, append_line, identity, locked, read_jsonl, rewrite_lines
-from dlc.logstore import DEFAULT, LINE_FILES, create_folder, new_header, open_folder, read_header
+from dlc.logstore import DEFAULT, LINE_FILES, MEASURABLE_GAIN, create_folder, new_header, open_folder, read_header
 from dlc.provenance import Provenance
 
 KEY_PATTERN = re.compile(r"[a-z0-9]+-[a-z0-9.-]+-[0-9a-f]{8}")  # TargetSpec.key
@@ -206,6 +206,19 @@ def select_records(records: Sequence[dict[str, Any]], keep: int | None = None) -
     return sorted(chosen)
 
 
+def gaining_kernels(records: Sequence[dict[str, Any]]) -> set[str]:
+    """Kernels whose fastest record beats their fastest default timing by more than the
+    store's measurable gain: the only ones a build gives a tuned schedule."""
+    fastest: dict[tuple[str, bool], float] = {}
+    for line in records:
+        secs = seconds(line)
+        if secs is not None:
+            slot = (line["hash"], line["candidate"] == DEFAULT)
+            fastest[slot] = min(secs, fastest.get(slot, secs))
+    return {h for (h, is_default), secs in fastest.items()
+            if not is_default and (h, True) in fastest and secs < fastest[(h, True)] * (1 - MEASURABLE_GAIN)}
+
+
 def record_lines(folder: Path) -> list[tuple[bytes, dict[str, Any]]]:
     return [(raw, line) for _, raw, line in read_jsonl(folder / "records.jsonl") if is_record(line)]
 
@@ -229,11 +242,13 @@ class MergeResult:
 
 
 def merge(sources: Sequence[Path | str], output: Path | str, *, key: str | None = None,
-          keep: int | None = None) -> MergeResult:
+          keep: int | None = None, gains_only: bool = False) -> MergeResult:
     """Merge the stores in `sources` (log directories or store folders) into `output` (a log
     directory, or a store folder of the same key): the union of their records, de-duplicated,
     with `keep` the fastest `keep` per kernel. Stores of one target key only: with several,
-    `key` says which (records are never moved between targets)."""
+    `key` says which (records are never moved between targets). With `gains_only`, only the
+    kernels whose records beat their default (gaining_kernels) come over, with their
+    workloads: logs small enough to ship."""
     folders = [f for source in sources for f in find_stores(source)]
     if not folders:
         raise InputError(f"no tuning logs in {', '.join(map(str, sources))}", hint="pass folders written by `dlc tune`")
@@ -272,6 +287,9 @@ def merge(sources: Sequence[Path | str], output: Path | str, *, key: str | None 
         create_folder(dest, new_header(key, target))
 
     incoming = [line for folder in chosen if folder.resolve() != dest.resolve() for _, line in record_lines(folder)]
+    if gains_only:
+        gaining = gaining_kernels(incoming)
+        incoming = [line for line in incoming if line["hash"] in gaining]
     before = len(record_lines(dest))
     with locked(dest):
         # Kernels first, then who contributed, then the records that refer to both.

@@ -131,13 +131,15 @@ def show_command(key: str, logs_dir: Path) -> None:
               help="Log directory to merge into (its key folder is made if missing), or a store folder.")
 @key_option
 @keep_option
-def merge_command(sources, output: Path, key: str | None, keep: int | None) -> None:
+@click.option("--gains-only", is_flag=True,
+              help="Only kernels whose records beat their default schedule (what a build applies).")
+def merge_command(sources, output: Path, key: str | None, keep: int | None, gains_only: bool) -> None:
     """Merge the logs in SOURCES (log directories or key folders) into OUTPUT: their union, each
     line and each measured candidate once (at its fastest). Sources of several target keys
     need --key: records are never moved from one target to another."""
     from dlc.logshare import merge
 
-    result = merge(sources, output, key=key, keep=keep)
+    result = merge(sources, output, key=key, keep=keep, gains_only=gains_only)
     click.echo(f"merged {result.lines_read} record line(s) from {len(result.sources)} folder(s) into {result.folder}: "
                f"{result.records_before} -> {result.records_after} record lines")
     if result.left_out:

@@ -252,3 +252,22 @@ def test_logs_cli_errors(tmp_path):
     assert shown.returncode == 0 and "a.onnx" in shown.stdout and "tune" in shown.stdout, shown.stderr
     pruned = run_dlc("logs", "prune", str(tmp_path / "a"), "--keep", "1")
     assert pruned.returncode == 0 and f"{SKYLAKE.key}: 6 -> 2 record lines" in pruned.stdout
+
+
+def test_gains_only_keeps_the_kernels_whose_records_beat_their_default():
+    from dlc.logshare import gaining_kernels
+
+    def line(h, candidate, secs):
+        return {"hash": h, "candidate": candidate, "run_secs": [secs]}
+
+    records = [line("w1", DEFAULT, 10.0), line("w1", "a", 9.0),  # 10% faster: a build applies it
+               line("w2", DEFAULT, 10.0), line("w2", "b", 9.9),  # within noise
+               line("w3", "c", 1.0)]  # no default timing to compare with
+    assert gaining_kernels(records) == {"w1"}
+
+
+def test_shipped_tuning_logs_replay_with_the_pinned_tvm():
+    """tuning_logs/ in the repo (README: pre-tuned logs): every line parses and replays."""
+    repo_logs = Path(__file__).resolve().parents[2] / "tuning_logs"
+    result = run_dlc("logs", "check", str(repo_logs))
+    assert result.returncode == 0, result.stdout + result.stderr
