@@ -155,9 +155,11 @@ def _pad_output_features(multiple: int):
     from tvm import relax
 
     def padded(call, builder):
-        data, weight = call.args[:2]
+        if len(call.args) != 2:
+            return None
+        data, weight = call.args
         w = _constant_array(weight)
-        if len(call.args) != 2 or w is None or w.ndim < 2:
+        if w is None or w.ndim < 2:
             return None
         attrs = call.attrs
         if call.op.name == "relax.nn.conv2d" and not (

@@ -135,24 +135,22 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     reduction = math.prod(int(it.dom) for it in main.iters if it.kind == "R")
     sliced = (len(consumers) == 1 and reduction < SHORT_REDUCTION
               and int(sch.get(consumers[0]).writes[0].source.shape[-1]) != vec_extent)
-    if sliced:
-        # Padded features sliced off (pipeline._pad_output_features): inside the tile loop
-        # the epilogue's last tile is predicated, and the epilogue is then left unvectorised
-        # in every tile (_vectorize_innermost). Behind a short reduction that costs more than
-        # the sums (PP-OCR cls's 1x1 conv 16 -> 104: 25.5 us, 8.1 us as a pass of its own
-        # over the output); behind a long one (rec's K=120 head, det's 3x3x96) the extra
-        # pass costs more (394 -> 475 us, 6.8 -> 7.3 ms), so those keep it in the tile.
-        pass
-    elif len(consumers) == 1 and common.is_spatial(sch, consumers[0]):
-        try:
-            sch.reverse_compute_at(consumers[0], fused, preserve_unit_loops=True)
-            epilogue = consumers[0]
-        except Exception:
-            epilogue = None
-    if epilogue is None and not sliced:
-        epilogue = sch.cache_write(block, 0, "global")
-        sch.reverse_compute_at(epilogue, fused, preserve_unit_loops=True)
-    if epilogue is not None:
+    # Padded features sliced off (pipeline._pad_output_features): inside the tile loop the
+    # epilogue's last tile is predicated, and the epilogue is then left unvectorised in every
+    # tile (_vectorize_innermost). Behind a short reduction that costs more than the sums
+    # (PP-OCR cls's 1x1 conv 16 -> 104: 25.5 us, 8.1 us as a pass of its own over the output,
+    # scheduled with the root blocks below); behind a long one (rec's K=120 head, det's
+    # 3x3x96) the extra pass costs more (394 -> 475 us, 6.8 -> 7.3 ms): those keep it here.
+    if not sliced:
+        if len(consumers) == 1 and common.is_spatial(sch, consumers[0]):
+            try:
+                sch.reverse_compute_at(consumers[0], fused, preserve_unit_loops=True)
+                epilogue = consumers[0]
+            except Exception:
+                epilogue = None
+        if epilogue is None:
+            epilogue = sch.cache_write(block, 0, "global")
+            sch.reverse_compute_at(epilogue, fused, preserve_unit_loops=True)
         _vectorize_innermost(sch, epilogue)
 
     # Vectorise while the block is still a complete reduction; decompose_reduction then

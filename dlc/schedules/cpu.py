@@ -18,9 +18,14 @@ class CpuParams:
     registers: int  # architectural vector registers
     fma: bool
     cores: int
-    widest_lanes: int = 0  # fp32 lanes of the widest register (zmm: 16); 0: `lanes`
     l1_bytes: int = 32 * 1024
     l2_bytes: int = 512 * 1024
+
+    @property
+    def widest_lanes(self) -> int:
+        """fp32 lanes of the widest register: vector operations and padded features use
+        whole ones (zmm: 16), while tiles are sized in `lanes` units."""
+        return 16 if self.isa == "avx512" else self.lanes
 
     @property
     def accumulators(self) -> int:
@@ -35,13 +40,11 @@ def cpu_params(target: TargetSpec) -> CpuParams:
     features = {str(f) for f in codegen.llvm_get_cpu_features(target.to_tvm())}
     arch = target.arch
     wide_regs = 32 if arch == "aarch64" else 16
-    widest = 0
     if "avx512f" in features:
-        # 8 lanes in AVX-512VL's 32 ymm registers, not 16 in zmm: measured on a Zen 5
-        # (bench/README.md), zmm tiles ran PP-OCR cls 4.4x slower (partial vectors on its
-        # 8/24/40-channel convs, spills) and YOLOv8n 2% slower.
+        # Conv tiles in 8-lane units in the 32 registers, vector operations up to a zmm
+        # (widest_lanes): all-zmm conv tiles ran PP-OCR cls 4.4x slower on a Zen 5, from the
+        # 24- and 40-wide vectors LLVM legalises badly (bench/README.md).
         isa, lanes, wide_regs = "avx512", 8, 32
-        widest = 16
     elif "avx2" in features or "avx" in features:
         isa, lanes = "avx2", 8
     elif "neon" in features or arch == "aarch64":
@@ -52,5 +55,4 @@ def cpu_params(target: TargetSpec) -> CpuParams:
         isa, lanes = "scalar", 4  # LLVM splits the vectors; the tiling still pays off
     fma = "fma" in features or arch == "aarch64" or "vfp4" in features
     cores = target.config.get("num-cores") or (usable_cpus() if target.runs_on_host() else 4)
-    return CpuParams(isa=isa, lanes=lanes, registers=wide_regs, fma=fma, cores=cores,
-                     widest_lanes=widest or lanes)
+    return CpuParams(isa=isa, lanes=lanes, registers=wide_regs, fma=fma, cores=cores)
