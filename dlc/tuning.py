@@ -262,7 +262,7 @@ def _headroom_priors(states: list[_TaskState]) -> None:
     def rate(state: _TaskState) -> float | None:
         task = state.task
         contraction = task.flops >= CONTRACTION_FLOPS_PER_OUTPUT * max(task.output_elements, 1)
-        latency = min((us for us in (state.default_us, state.best_us) if us), default=None)
+        latency = _effective_us(state.default_us, state.best_us)
         return task.flops / latency if contraction and latency else None
 
     rates = [r for r in map(rate, states) if r is not None]
@@ -311,11 +311,6 @@ class _Search:
     def measure_defaults(self, states: list[_TaskState]) -> None:
         """Time every kernel's default schedule once per rules version, keep its trace, and
         put it in the search's database: the best records seed each search's population."""
-        from tvm import s_tir
-        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-
-        from dlc.schedule import apply_rules
-
         todo = []
         for state in states:
             task = state.task
@@ -327,15 +322,11 @@ class _Search:
                 if record is not None:
                     self.database.commit_tuning_record(record)
                 continue
-            with self.tvm_target:
-                _, sch = apply_rules(s_tir.Schedule(task.mod), self.cpu, self.tvm_target, name=task.name)
-            todo.append((state, workload, sch or s_tir.Schedule(task.mod)))
+            todo.append((state, workload, *self._default_schedule(task)))
         if not todo:
             return
-        args = [ArgInfo.from_prim_func(sch.mod["main"]) for _, _, sch in todo]
-        outcomes = measure(self.builder, self.runner, self.tvm_target,
-                           [(sch.mod, arg) for (_, _, sch), arg in zip(todo, args)])
-        for (state, workload, sch), arg, outcome in zip(todo, args, outcomes):
+        outcomes = measure(self.builder, self.runner, self.tvm_target, [(sch.mod, arg) for _, _, sch, arg in todo])
+        for (state, workload, sch, arg), outcome in zip(todo, outcomes):
             self.store.add_workload(state.task.workload_hash, workload.as_json())
             state.default_schedule = (sch, arg)
             self._record_default(state, workload, sch, arg, outcome)
@@ -361,19 +352,23 @@ class _Search:
         """(schedule, args) of the kernel's default, timed again beside each batch: one
         timing taken when the search began, on a VM whose speed shifts from minute to minute
         (bench/README.md), made later candidates look 20% faster than a default they equal."""
+        if state.default_us is None:
+            return None
+        if state.default_schedule is None:  # its timing came from the log on disk
+            state.default_schedule = self._default_schedule(state.task)
+        return state.default_schedule
+
+    def _default_schedule(self, task: TuningTask):
+        """(schedule, args) of the default rules on `task`: its plain loops where no rule fits."""
         from tvm import s_tir
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
         from dlc.schedule import apply_rules
 
-        if state.default_us is None:
-            return None
-        if state.default_schedule is None:  # its timing came from the log on disk
-            with self.tvm_target:
-                _, sch = apply_rules(s_tir.Schedule(state.task.mod), self.cpu, self.tvm_target, name=state.task.name)
-            sch = sch or s_tir.Schedule(state.task.mod)
-            state.default_schedule = (sch, ArgInfo.from_prim_func(sch.mod["main"]))
-        return state.default_schedule
+        with self.tvm_target:
+            _, sch = apply_rules(s_tir.Schedule(task.mod), self.cpu, self.tvm_target, name=task.name)
+        sch = sch or s_tir.Schedule(task.mod)
+        return sch, ArgInfo.from_prim_func(sch.mod["main"])
 
     def _design_space(self, task: TuningTask):
         """dlc's default rules, their tile choices left to sample, beside MetaSchedule's
