@@ -244,7 +244,25 @@ def _manifest(
                           for s in applied.by_source] if applied else [],
             "unusable_records": applied.unusable_records if applied else 0,
         },
+        # Per kernel: the ONNX nodes it computes and its FLOPs per call, for `dlc profile`.
+        "kernels": _kernel_table(optimized),
     }
+
+
+def _kernel_table(optimized: OptimizedModel) -> dict[str, dict[str, Any]]:
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+    from tvm.tirx import PrimFunc
+
+    table = {}
+    for gvar, func in optimized.mod.functions.items():
+        if isinstance(func, PrimFunc):
+            try:
+                flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+            except Exception:  # an aid for the profile only (e.g. a kernel with data-dependent loops)
+                flops = None
+            table[gvar.name_hint] = {"nodes": list(optimized.kernel_nodes.get(gvar.name_hint, ())), "flops": flops}
+    return table
 
 
 def _write_asm(executable, path: Path) -> None:

@@ -16,6 +16,7 @@ import click
 from dlc import __version__, display
 from dlc.commands import CONTEXT
 from dlc.commands.logs import logs_group
+from dlc.commands.perf import bench_command, profile_command, report_command
 from dlc.errors import DlcError, InputError
 
 
@@ -386,6 +387,9 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
 
 
 cli.add_command(logs_group)
+cli.add_command(bench_command)
+cli.add_command(profile_command)
+cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> None:
