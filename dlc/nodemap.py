@@ -62,6 +62,16 @@ def import_with_node_names(model: onnx.ModelProto, shapes, dtypes) -> tvm.IRModu
                 names.update((var, f"onnx{node_of[binding.var]}") for var in pending)
                 pending = []
 
+    for binding in (b for block in mod["main"].body.blocks for b in block.bindings):
+        if binding.var not in names and isinstance(binding.value, relax.Var) and binding.value in names:
+            names[binding.var] = names[binding.value]  # the graph's output, an alias of the last node's
+    mod["main"] = _rename(mod["main"], names)
+    return mod
+
+
+def _rename(func, names: dict):
+    from tvm import relax
+
     @relax.expr_functor.mutator
     class Rename(relax.PyExprMutator):
         def visit_var_def_(self, var):
@@ -70,12 +80,58 @@ def import_with_node_names(model: onnx.ModelProto, shapes, dtypes) -> tvm.IRModu
         def visit_dataflow_var_def_(self, var):
             return relax.DataflowVar(names[var], var.ty) if var in names else var
 
-    mod["main"] = Rename().visit_expr(mod["main"])
-    return mod
+    return Rename().visit_expr(func)
+
+
+def keep_names(passes: list) -> list:
+    """Each graph pass wrapped so that a binding it re-creates under a fresh name (ConvertLayout
+    re-emits every op whose layout it changes) gets back the name of the binding it replaced,
+    found by aligning main's bindings before and after by operator, in order."""
+    import tvm
+
+    def wrap(inner):
+        @tvm.transform.module_pass(opt_level=0, name=f"KeepNames({inner.info.name})")
+        def run(mod, _ctx):
+            before = [(_key(b.value), b.var.name) for b in _bindings(mod["main"])]
+            mod = inner(mod)
+            names, position = {}, 0
+            for binding in _bindings(mod["main"]):
+                key, name = _key(binding.value), binding.var.name
+                window = range(position, min(position + 8, len(before)))
+                if _NAME.match(name):
+                    position = next((j + 1 for j in window if before[j][1] == name), position)
+                    continue
+                j = next((j for j in window if before[j][0] == key and _NAME.match(before[j][1])), None)
+                if j is not None:
+                    names[binding.var], position = before[j][1], j + 1
+            if names:
+                mod["main"] = _rename(mod["main"], names)
+            return mod
+
+        return run
+
+    return [wrap(p) for p in passes]
+
+
+def _bindings(func) -> list:
+    return [b for block in func.body.blocks for b in block.bindings]
+
+
+def _key(value) -> str:
+    """What a binding computes, as far as alignment needs: the operator or kernel it calls."""
+    from tvm import relax
+
+    if isinstance(value, relax.Call):
+        if isinstance(value.op, relax.GlobalVar):
+            return value.op.name_hint
+        if getattr(value.op, "name", "") == "relax.call_tir":
+            return value.args[0].name_hint
+        return getattr(value.op, "name", type(value.op).__name__)
+    return type(value).__name__
 
 
 class FusionSnapshot:
-    """A pass instrument that keeps the module as it was just before FuseTIR."""
+    """A pass instrument that keeps the module as it was just before FuseOps and FuseTIR."""
 
     def __init__(self) -> None:
         import tvm
@@ -85,42 +141,61 @@ class FusionSnapshot:
         @tvm.instrument.pass_instrument
         class Instrument:
             def run_before_pass(self, mod, info):
-                if info.name == "FuseTIR":
+                if info.name == "FuseOps":
+                    snapshot.before_fuse_ops = mod
+                elif info.name == "FuseTIR":
                     snapshot.mod = mod
 
         self.mod = None
+        self.before_fuse_ops = None
         self.instrument = Instrument()
 
 
-def kernel_nodes(before_fuse_tir: tvm.IRModule | None, kernels: list[str]) -> dict[str, tuple[int, ...]]:
-    """ONNX node indexes per kernel name, read from the module FuseTIR was given."""
+def kernel_nodes(snapshot: FusionSnapshot, kernels: list[str]) -> dict[str, tuple[int, ...]]:
+    """ONNX node indexes per kernel name, read from the modules FuseOps and FuseTIR were given."""
     from tvm import relax
 
-    if before_fuse_tir is None:
+    fused, flat = snapshot.mod, snapshot.before_fuse_ops
+    if fused is None or flat is None:
         return {name: () for name in kernels}
-    bindings = [b for block in before_fuse_tir["main"].body.blocks for b in block.bindings]
+    # FuseOps renames the bindings it groups and calls one function for every identical group,
+    # so the names inside a fused function are its first group's only. Each call is matched to
+    # the bindings it replaced instead: FuseOps keeps their order, so the next unclaimed
+    # bindings that call the same kernels, in order, are this call's.
+    unclaimed = [(_key(b.value), _nodes_of(b.var)) for b in _bindings(flat["main"])]
+    claimed = [False] * len(unclaimed)
+    first = 0
+    bindings = _bindings(fused["main"])
     position = {b.var: i for i, b in enumerate(bindings)}
     kernel_at, nodes_at, args_at = [], [], []
     consumers: dict[int, list[int]] = defaultdict(list)
     for i, binding in enumerate(bindings):
-        value, nodes, kernel = binding.value, _nodes_of(binding.var), None
+        value, kernel, keys = binding.value, None, []
         if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
-            func = before_fuse_tir[value.op]
-            if isinstance(func, relax.Function):  # a fused group: its bindings keep their names
-                kernel = value.op.name_hint
-                for block in func.body.blocks:
-                    for inner in block.bindings:
-                        nodes |= _nodes_of(inner.var)
+            func = fused[value.op]
+            if isinstance(func, relax.Function):  # a fused group
+                kernel, keys = value.op.name_hint, [_key(b.value) for b in _bindings(func)]
         elif isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
             kernel = value.args[0].name_hint
+            keys = [kernel]
+        nodes, j = set(), first
+        for key in keys:
+            j = next((k for k in range(j, len(unclaimed)) if not claimed[k] and unclaimed[k][0] == key), None)
+            if j is None:
+                break
+            claimed[j] = True
+            nodes |= unclaimed[j][1]
+        while first < len(claimed) and claimed[first]:
+            first += 1
         args = [position[a] for a in _arg_vars(value) if a in position]
         for j in args:
             consumers[j].append(i)
         kernel_at.append(kernel)
         nodes_at.append(nodes)
         args_at.append(args)
-    # Consumers first (a transpose feeding a Reshape belongs to the Reshape), walking backwards
-    # so chains of unnamed bindings resolve; then producers, walking forwards.
+    # Bindings that passes created (layout transposes) have no node: they take their consumer's
+    # (a transpose feeding a Reshape belongs to the Reshape), walking backwards so chains of
+    # them resolve, else their producers'.
     for i in reversed(range(len(bindings))):
         if not nodes_at[i]:
             nodes_at[i] = next((set(nodes_at[j]) for j in consumers[i] if nodes_at[j]), set())

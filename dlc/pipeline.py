@@ -383,7 +383,7 @@ def optimize(
     """
     import tvm
 
-    from dlc.nodemap import FusionSnapshot, kernel_nodes
+    from dlc.nodemap import FusionSnapshot, keep_names, kernel_nodes
 
     tvm_target = target.to_tvm()
     mod = imported.mod
@@ -392,7 +392,7 @@ def optimize(
     layout = _layout_plan(mod, target)
 
     def run(convert: bool):
-        passes = _graph_passes(target, layout=convert) + _fusion_passes(tvm_target)
+        passes = keep_names(_graph_passes(target, layout=convert)) + _fusion_passes(tvm_target)
         return tvm.transform.Sequential(passes)(mod)
 
     try:
@@ -424,7 +424,7 @@ def optimize(
     kernels = count_kernels(mod)
     log.info("fused into %d kernels, layout %s", kernels, layout)
     labels = imported.node_labels
-    nodes = kernel_nodes(snapshot.mod, _kernel_names(mod))
+    nodes = kernel_nodes(snapshot, _kernel_names(mod))
     named = {k: tuple(labels[i] for i in v if i < len(labels)) for k, v in nodes.items()}
     return OptimizedModel(source=imported, mod=mod, kernels=kernels, layout=layout, kernel_nodes=named)
 

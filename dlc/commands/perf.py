@@ -193,6 +193,7 @@ def report_command(model, library, output, tuning_logs, inputs, seed, threads, r
     if output.parent and not output.parent.is_dir():
         raise InputError(f"output directory '{output.parent}' does not exist", hint="create it or pick another -o")
     given = _given(inputs)
+    tuning = collect_tuning(library, tuning_logs) if tuning_logs else None
     console = display.make_console()
     with display.step(console, "verified against ONNX Runtime"):
         accuracy = verify(model, library, inputs=given, seed=seed)
@@ -200,7 +201,6 @@ def report_command(model, library, output, tuning_logs, inputs, seed, threads, r
     console.print(f"[green]✓[/] profiled {len(profiled.kernels)} kernels")
     bench = _measure_bench(console, model, library, threads=threads, rounds=4, block=None, seed=seed, inputs=given)
     console.print("[green]✓[/] timed dlc and ONNX Runtime")
-    tuning = collect_tuning(library, tuning_logs) if tuning_logs else None
     html = render_report(model=Path(model), library=Path(library), profile=profiled, bench=bench,
                          accuracy=accuracy, tuning=tuning)
     try:

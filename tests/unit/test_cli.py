@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import assert_fails, run_dlc
 
-COMMANDS = ["compile", "verify", "run", "inspect", "targets"]
+COMMANDS = ["compile", "verify", "run", "inspect", "targets", "bench", "profile", "report"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
