@@ -63,9 +63,11 @@ def collect_tuning(library: Path | str, logs: Path | str) -> TuningCurves:
     sha = manifest.data.get("model", {}).get("sha256")
     mine = {run for run, line in store.contributions.items()
             if isinstance(line.get("model"), dict) and line["model"].get("sha256") == sha}
+    # A curve's run is named by its start time, which is its contribution's `time`.
+    started = {store.contributions[run].get("time") for run in mine}
     runs: dict[str, list[tuple[int, float]]] = {}
     for _, _, line in read_jsonl(folder / "curve.jsonl"):
-        if line is BAD or not isinstance(line.get("run"), str) or (mine and line["run"] not in mine):
+        if line is BAD or not isinstance(line.get("run"), str) or (mine and line["run"] not in started):
             continue
         try:
             runs.setdefault(line["run"], []).append((int(line["trials"]), float(line["estimated_us"]) / 1e3))
@@ -239,8 +241,11 @@ def _latency_chart(bench: BenchResult) -> str:
     axes.barh(range(len(names)), medians, xerr=[low, high], color=colors, capsize=4)
     axes.set_yticks(range(len(names)), names)
     axes.invert_yaxis()
-    for i, value in enumerate(medians):
-        axes.text(value, i, f"  {value:.3f} ms", va="bottom", fontsize=8)
+    limit = 2.5 * max(medians)
+    axes.set_xlim(0, limit)
+    for i, latency in enumerate(bench.latencies):
+        cut = f", p90 {latency.p90_ms:.3f} off the scale" if latency.p90_ms > limit else ""
+        axes.text(latency.median_ms, i, f"  {latency.median_ms:.3f} ms{cut}", va="bottom", fontsize=8)
     axes.set_xlabel("ms per run (bar: median; whiskers: min to p90)")
     axes.set_title(f"{bench.threads} threads each, {bench.rounds} rounds x {bench.block} calls, alternating blocks")
     return _svg(figure)
@@ -277,7 +282,8 @@ def _tuning_part(tuning: TuningCurves, profile: Profile) -> str:
     if tuning.model_runs:
         figure, axes = plt.subplots(figsize=(8, 3.2))
         for run, points in tuning.model_runs:
-            axes.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"run {run[:8]}")
+            axes.step([p[0] for p in points], [p[1] for p in points], where="post", marker=".",
+                      label=f"run started {run[:16].replace('T', ' ')}")
         axes.set_xlabel("trials")
         axes.set_ylabel("estimated model ms")
         axes.set_title("best estimated model latency against trials (sum of calls x best kernel time)")
