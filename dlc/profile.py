@@ -2,8 +2,9 @@
 
 The Relax VM calls an instrument before and after every call it makes (kernels and builtins
 such as allocations); the gap between them is the call's time. The timer's own cost (a
-Python callback, a few µs a call) would inflate the VM's overhead, so the overhead is the
-median run time *without* the timer minus the kernels' time with it. The kernel -> ONNX node
+Python callback, about a µs a call) is measured (runs with and without it alternate) and
+taken out: half of it falls inside each timed window. The VM's overhead is the run time
+without the timer minus the kernels' time, and at least its builtins' timed time. The kernel -> ONNX node
 map and the FLOPs come from the manifest (dlc.nodemap, written at build time).
 """
 
@@ -48,7 +49,7 @@ class Profile:
     kernels: tuple[KernelTime, ...]  # heaviest first
     overhead_us: float  # plain run time minus the kernels' time (allocations, builtins, dispatch)
     builtins: tuple[BuiltinTime, ...]  # timed calls of the VM's builtins (part of the overhead)
-    run_us: float  # median run time without the timer
+    run_us: float  # mean run time without the timer
     runs: int
     threads: int
     mapped_from: str  # "manifest", or why kernels have no nodes
@@ -112,13 +113,6 @@ def profile(
     for _ in range(warmup):
         call()
         progress()
-    plain = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        plain.append((time.perf_counter() - started) * 1e6)
-        progress()
-
     spent: dict[str, int] = defaultdict(int)
     calls: dict[str, int] = defaultdict(int)
     opened: dict[str, int] = {}
@@ -131,32 +125,38 @@ def profile(
             calls[name] += 1
         return 0  # 0: keep running (1 would skip the call)
 
-    per_run: dict[str, list[int]] = defaultdict(list)  # ns per run, for medians robust to a noisy run
-    timed_runs = []
-    loaded.set_instrument(timer)
+    # Runs with and without the timer alternate, so both see the same machine (other loads,
+    # clock changes). Means, not medians: a mean of sums is the sum of means, so the kernels
+    # and the overhead add up to the run time even when a busy machine slows some kernels.
+    plain, timed_runs = [], []
     try:
         for _ in range(runs):
-            before = dict(spent)
+            started = time.perf_counter()
+            call()
+            plain.append((time.perf_counter() - started) * 1e6)
+            progress()
+            loaded.set_instrument(timer)
             started = time.perf_counter()
             call()
             timed_runs.append((time.perf_counter() - started) * 1e6)
-            for name, ns in spent.items():
-                per_run[name].append(ns - before.get(name, 0))
+            loaded.set_instrument(None)
             progress()
     finally:
         loaded.set_instrument(None)
 
     kernel_names = [name for name in spent if name in table or not name.startswith("vm.builtin")]
     builtin_names = [name for name in spent if name not in kernel_names]
-    run_us = statistics.median(plain)
+    run_us = statistics.fmean(plain)
     # The timer's cost per call, from the runs with and without it; about half of it (the
     # return from the first callback, the entry to the second) falls inside each window.
     calls_per_run = sum(calls.values()) / runs
-    bias = max(0.0, statistics.median(timed_runs) - run_us) / calls_per_run / 2 if calls_per_run else 0.0
-    timed = {name: max(0.0, statistics.median(per_run[name]) / 1e3 - bias * calls[name] / runs) for name in spent}
+    bias = max(0.0, statistics.fmean(timed_runs) - run_us) / calls_per_run / 2 if calls_per_run else 0.0
+    timed = {name: max(0.0, spent[name] / runs / 1e3 - bias * calls[name] / runs) for name in spent}
     kernel_us = {name: timed[name] for name in kernel_names}
-    # The untimed run is the truth for the whole; what the kernels do not explain is the VM's.
-    overhead = max(0.0, run_us - sum(kernel_us.values()))
+    # The untimed run is the truth for the whole; what the kernels do not explain is the VM's
+    # (on a busy machine kernels may take longer than the untimed runs: then the builtins' time).
+    builtin_us = sum(timed[name] for name in builtin_names)
+    overhead = max(run_us - sum(kernel_us.values()), builtin_us)
     total = sum(kernel_us.values()) + overhead
     kernels = []
     for name in sorted(kernel_names, key=lambda n: -kernel_us[n]):

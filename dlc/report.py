@@ -224,7 +224,7 @@ def _kernel_table(profile: Profile) -> str:
     builtins = ", ".join(f"{b.name} x{b.calls} ({b.us:.1f} µs timed)" for b in profile.builtins)
     rows.append(f'<tr class="overhead"><td><b>{OVERHEAD}</b></td><td class="n">{profile.overhead_share:.1%}</td>'
                 f'<td class="n">{profile.overhead_us:.1f}</td><td></td><td></td><td></td><td>{e(builtins)}</td></tr>')
-    return (f"<details><summary>all {len(profile.kernels)} kernels (median of {profile.runs} runs; "
+    return (f"<details><summary>all {len(profile.kernels)} kernels (mean of {profile.runs} runs; "
             f"{profile.run_us / 1e3:.3f} ms per run without the timer)</summary>"
             '<table id="kernels"><tr><th>kernel</th><th>share</th><th>µs</th><th>calls</th><th>MFLOP</th>'
             f'<th>GFLOP/s</th><th>ONNX nodes</th></tr>{"".join(rows)}</table></details>')

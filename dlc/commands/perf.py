@@ -143,7 +143,7 @@ def print_profile_table(result, *, top: int | None = None) -> None:
     from dlc.profile import OVERHEAD
 
     table = Table(title=f"{result.library.name}: {len(result.kernels)} kernels, heaviest first "
-                        f"(median of {result.runs} runs, {result.threads} threads)")
+                        f"(mean of {result.runs} runs, {result.threads} threads)")
     for column in ("kernel", "share", "µs", "calls", "MFLOP", "GFLOP/s", "ONNX nodes"):
         table.add_column(column, justify="left" if column in ("kernel", "ONNX nodes") else "right", overflow="fold")
     shown = result.kernels[:top] if top else result.kernels
