@@ -141,9 +141,9 @@ def bench_json(result: BenchResult, *, library_bytes: int | None = None) -> dict
         "rounds": result.rounds,
         "block": result.block,
         "engines": [
-            {"engine": l.engine, "median_ms": round(l.median_ms, 4), "p90_ms": round(l.p90_ms, 4),
-             "min_ms": round(l.min_ms, 4), "samples": l.samples, "runs_per_second": round(l.per_second, 2),
-             "vs_onnxruntime": round(result.ratio(l.engine), 4),
+            {"engine": l.engine, "median_ms": round(l.median_ms, 6), "p90_ms": round(l.p90_ms, 6),
+             "min_ms": round(l.min_ms, 6), "samples": l.samples, "runs_per_second": round(l.per_second, 2),
+             "vs_onnxruntime": round(result.ratio(l.engine), 5),
              "rss_added_mb": None if l.rss_mb is None else round(l.rss_mb, 1)}
             for l in result.latencies
         ],
