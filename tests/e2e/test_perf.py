@@ -137,3 +137,33 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     assert "conv (Conv)" in dom and "VM overhead" in dom and "onnxruntime" in dom
     assert 'id="accuracy"' in dom and '<td class="ok">ok</td>' in dom
     assert dom.count("<svg") == 2
+
+
+def test_repeated_blocks_keep_every_node(tmp_path):
+    """Two identical conv blocks fuse into one kernel called twice (FuseOps dedups the groups):
+    the kernel names both blocks' nodes, and every node of the model lands in some kernel."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from dlc import frontend, pipeline
+    from dlc.target import parse_target
+    from tests.models import _init, _save
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for block in ("a", "b"):
+        inits += [_init(f"w_{block}", rng.standard_normal((8, 8, 3, 3)).astype(np.float32)),
+                  _init(f"b_{block}", rng.standard_normal(8).astype(np.float32))]
+        nodes += [helper.make_node("Conv", [x, f"w_{block}", f"b_{block}"], [f"c_{block}"], name=f"conv_{block}",
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c_{block}"], [f"r_{block}"], name=f"relu_{block}")]
+        x = f"r_{block}"
+    nodes.append(helper.make_node("Flatten", [x], ["y"], name="flatten"))
+    graph = helper.make_graph(nodes, "twice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512])], inits)
+    model = _save(graph, tmp_path / "twice.onnx")
+    optimized = pipeline.optimize(frontend.import_model(frontend.load_model(model)), parse_target("host"))
+    mapping = optimized.kernel_nodes
+    assert all(mapping.values()), mapping
+    assert set().union(*mapping.values()) == {f"{n.name} ({n.op_type})" for n in nodes}
+    assert any({"conv_a (Conv)", "conv_b (Conv)", "relu_b (Relu)"} <= set(v) for v in mapping.values()), mapping
