@@ -31,6 +31,15 @@ def _use_threads(threads: int | None) -> None:
                          hint="run dlc in a fresh process, or set TVM_NUM_THREADS before it starts")
 
 
+def _check_pair(model: Path, library: Path, doing: str) -> None:
+    from dlc.runtime import read_manifest
+    from dlc.verify import check_built_from
+
+    if not Path(model).is_file():
+        raise InputError(f"model '{model}' not found", hint="pass the .onnx the library was compiled from")
+    check_built_from(read_manifest(library), Path(model), doing=doing)
+
+
 def _given(npz: Path | None) -> dict:
     from dlc.runtime import read_npz
 
@@ -83,8 +92,7 @@ def bench_command(model, library, threads, rounds, block, inputs, seed, as_json)
     from dlc.bench import bench_json
 
     _use_threads(threads)
-    if not Path(model).is_file():
-        raise InputError(f"model '{model}' not found", hint="pass the .onnx the library was compiled from")
+    _check_pair(model, library, "bench")
     console = display.make_console()
     result = _measure_bench(console, model, library, threads=threads, rounds=rounds, block=block, seed=seed,
                             inputs=_given(inputs))
@@ -188,8 +196,7 @@ def report_command(model, library, output, tuning_logs, inputs, seed, threads, r
 
     require_plotting()  # before minutes of measuring, not after
     _use_threads(threads)
-    if not Path(model).is_file():
-        raise InputError(f"model '{model}' not found", hint="pass the .onnx the library was compiled from")
+    _check_pair(model, library, "report on")
     if output.parent and not output.parent.is_dir():
         raise InputError(f"output directory '{output.parent}' does not exist", hint="create it or pick another -o")
     given = _given(inputs)

@@ -167,3 +167,10 @@ def test_repeated_blocks_keep_every_node(tmp_path):
     assert all(mapping.values()), mapping
     assert set().union(*mapping.values()) == {f"{n.name} ({n.op_type})" for n in nodes}
     assert any({"conv_a (Conv)", "conv_b (Conv)", "relu_b (Relu)"} <= set(v) for v in mapping.values()), mapping
+
+
+def test_bench_refuses_another_model(built, tiny):
+    _, library = built
+    result = run_dlc("bench", str(tiny("matmul_softmax")), str(library))
+    assert_fails(result, 2, "was compiled from 'conv_relu_pool.onnx', not from 'matmul_softmax.onnx'",
+                 "bench a library against the ONNX file it was compiled from")
