@@ -63,11 +63,16 @@ def collect_tuning(library: Path | str, logs: Path | str) -> TuningCurves:
     sha = manifest.data.get("model", {}).get("sha256")
     mine = {run for run, line in store.contributions.items()
             if isinstance(line.get("model"), dict) and line["model"].get("sha256") == sha}
-    # A curve's run is named by its start time, which is its contribution's `time`.
-    started = {store.contributions[run].get("time") for run in mine}
+    # A curve's run is named by the time its search started, a moment after its tuning run's
+    # contribution was stamped: the run is the latest tuning contribution stamped before it.
+    tunes = sorted((line["time"], run) for run, line in store.contributions.items()
+                   if line.get("kind") == "tune" and isinstance(line.get("time"), str))
     runs: dict[str, list[tuple[int, float]]] = {}
     for _, _, line in read_jsonl(folder / "curve.jsonl"):
-        if line is BAD or not isinstance(line.get("run"), str) or (mine and line["run"] not in started):
+        if line is BAD or not isinstance(line.get("run"), str):
+            continue
+        owner = next((run for stamped, run in reversed(tunes) if stamped <= line["run"]), None)
+        if mine and owner not in mine:
             continue
         try:
             runs.setdefault(line["run"], []).append((int(line["trials"]), float(line["estimated_us"]) / 1e3))

@@ -174,3 +174,23 @@ def test_bench_refuses_another_model(built, tiny):
     result = run_dlc("bench", str(tiny("matmul_softmax")), str(library))
     assert_fails(result, 2, "was compiled from 'conv_relu_pool.onnx', not from 'matmul_softmax.onnx'",
                  "bench a library against the ONNX file it was compiled from")
+
+
+def test_report_draws_the_tuning_curves(tiny, tmp_path):
+    from dlc.report import collect_tuning
+
+    model, logs, library = tiny("conv_relu_pool"), tmp_path / "logs", tmp_path / "tuned.so"
+    tuned = run_dlc("tune", str(model), "--trials", "8", "--logs", str(logs), "-o", str(library), "--no-bench",
+                    "--no-verify")
+    assert tuned.returncode == 0, tuned.stderr
+    curves = collect_tuning(library, logs)
+    assert len(curves.model_runs) == 1 and curves.model_runs[0][1][-1][0] == 8  # one run, up to its 8 trials
+    assert curves.kernels and all(c.points and c.points[0][0] == 1 for c in curves.kernels)
+    assert all(b[1] <= a[1] for c in curves.kernels for a, b in zip(c.points, c.points[1:]))  # best so far
+
+    page = tmp_path / "tuned.html"
+    result = run_dlc("report", str(model), str(library), "--tuning-logs", str(logs), "-o", str(page), "--runs", "2")
+    assert result.returncode == 0, result.stderr
+    html = page.read_text()
+    assert html.count("<svg") == 4  # kernels, latency, the model's curve, the kernels' curves
+    assert "best estimated model latency against trials" in html and curves.kernels[0].kernel in html
