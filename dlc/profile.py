@@ -49,7 +49,7 @@ class Profile:
     kernels: tuple[KernelTime, ...]  # heaviest first
     overhead_us: float  # plain run time minus the kernels' time (allocations, builtins, dispatch)
     builtins: tuple[BuiltinTime, ...]  # timed calls of the VM's builtins (part of the overhead)
-    run_us: float  # mean run time without the timer
+    run_us: float  # mean run time without the timer (the quieter half of the runs)
     runs: int
     threads: int
     mapped_from: str  # "manifest", or why kernels have no nodes
@@ -126,32 +126,40 @@ def profile(
         return 0  # 0: keep running (1 would skip the call)
 
     # Runs with and without the timer alternate, so both see the same machine (other loads,
-    # clock changes). Means, not medians: a mean of sums is the sum of means, so the kernels
-    # and the overhead add up to the run time even when a busy machine slows some kernels.
-    plain, timed_runs = [], []
+    # clock changes). Means over the quieter half of the runs of each kind: means, because a
+    # mean of sums is the sum of means (kernels and overhead add up to the run time); the
+    # quieter half, because a run in which another process took a core says nothing of the code.
+    plain, timed_runs, per_run = [], [], []
     try:
         for _ in range(runs):
             started = time.perf_counter()
             call()
             plain.append((time.perf_counter() - started) * 1e6)
             progress()
+            before = dict(spent)
             loaded.set_instrument(timer)
             started = time.perf_counter()
             call()
             timed_runs.append((time.perf_counter() - started) * 1e6)
             loaded.set_instrument(None)
+            per_run.append({name: ns - before.get(name, 0) for name, ns in spent.items()})
             progress()
     finally:
         loaded.set_instrument(None)
 
     kernel_names = [name for name in spent if name in table or not name.startswith("vm.builtin")]
     builtin_names = [name for name in spent if name not in kernel_names]
-    run_us = statistics.fmean(plain)
+    quiet_plain = [t for t in plain if t <= statistics.median(plain)]
+    cutoff = statistics.median(timed_runs)
+    quiet = [ns for ns, t in zip(per_run, timed_runs) if t <= cutoff]
+    run_us = statistics.fmean(quiet_plain)
     # The timer's cost per call, from the runs with and without it; about half of it (the
     # return from the first callback, the entry to the second) falls inside each window.
     calls_per_run = sum(calls.values()) / runs
-    bias = max(0.0, statistics.fmean(timed_runs) - run_us) / calls_per_run / 2 if calls_per_run else 0.0
-    timed = {name: max(0.0, spent[name] / runs / 1e3 - bias * calls[name] / runs) for name in spent}
+    timed_us = statistics.fmean(t for t in timed_runs if t <= cutoff)
+    bias = max(0.0, timed_us - run_us) / calls_per_run / 2 if calls_per_run else 0.0
+    timed = {name: max(0.0, sum(r.get(name, 0) for r in quiet) / len(quiet) / 1e3 - bias * calls[name] / runs)
+             for name in spent}
     kernel_us = {name: timed[name] for name in kernel_names}
     # The untimed run is the truth for the whole; what the kernels do not explain is the VM's.
     # (The builtins' own windows are too short to time: the timer's cost swamps them.)
