@@ -5,11 +5,14 @@ library says which ONNX nodes a kernel came from. Two hooks recover it:
 
 1. import: every converter's result is bound at once (not when its consumer is converted),
    so the bindings emitted while converting node k are exactly those up to node k's output;
-   each binding is then renamed `onnx<k>`. Relax passes keep a binding's name when they
-   rewrite its value (LegalizeOps, ConvertLayout, FoldConstant), and FuseOps moves bindings
-   into the fused functions with their names.
-2. fusion: a pass instrument snapshots the module just before FuseTIR, where each fused
-   function still lists its bindings; FuseTIR then turns it into a kernel of the same name.
+   each binding is then renamed `onnx<k>`. Most Relax passes keep a binding's name when
+   they rewrite its value (LegalizeOps, FoldConstant).
+   Graph passes that re-create bindings (ConvertLayout re-emits every op whose layout it
+   changes) are wrapped to give them back the names they replaced (`keep_names`).
+2. fusion: FuseOps renames the bindings it groups and calls one function for every
+   identical group, so a pass instrument snapshots the module before FuseOps and before
+   FuseTIR, and each fused call is matched to the named bindings it replaced; FuseTIR then
+   turns each fused function into a kernel of the same name.
 
 Bindings that passes create (a layout transpose, a decomposed batch norm) carry no node;
 their kernel takes the nodes of the kernel that consumes its output, else of its producers.
@@ -39,11 +42,20 @@ def import_with_node_names(model: onnx.ModelProto, shapes, dtypes) -> tvm.IRModu
     from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
     class Importer(ONNXGraphImporter):
+        branch_depth = 0  # inside an If's branch, which must stay one expression
+
         def _convert_operator(self, op_name, inputs, attrs, opset):
             result = super()._convert_operator(op_name, inputs, attrs, opset)
-            if isinstance(result, relax.Call):  # bind now, so the binding is this node's
+            if isinstance(result, relax.Call) and not self.branch_depth:  # bind now: the binding is this node's
                 result = self.bb.emit(result)
             return result
+
+        def _convert_subgraph(self, bb, graph):
+            self.branch_depth += 1
+            try:
+                return super()._convert_subgraph(bb, graph)
+            finally:
+                self.branch_depth -= 1
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     importer = Importer(shapes, dtypes)
