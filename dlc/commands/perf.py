@@ -14,8 +14,8 @@ from dlc.errors import InputError
 inputs_option = click.option("--inputs", type=click.Path(path_type=Path), metavar="FILE.npz",
                              help="Input arrays by name (numpy.savez); inputs not in it are seeded random.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                              help="Threads for every engine [the usable cores].")
+def threads_option(help_text: str = "Threads for every engine [the usable cores]."):
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help=help_text)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
 
@@ -74,7 +74,7 @@ def _measure_profile(console, library: Path, *, runs, seed, inputs):
 @click.command("bench", context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("library", type=click.Path(path_type=Path))
-@threads_option
+@threads_option()
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,
               help="Alternations of the engines' blocks.")
 @click.option("--block", type=click.IntRange(min=1), default=None, metavar="N",
@@ -129,7 +129,7 @@ def print_bench_table(result, *, library_bytes: int) -> None:
 @inputs_option
 @seed_option
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs.")
-@threads_option
+@threads_option("Threads of TVM's pool [the usable cores].")
 @click.option("--top", type=click.IntRange(min=1), default=None, metavar="N", help="Show only the N heaviest kernels.")
 @json_option
 def profile_command(library, inputs, seed, runs, threads, top, as_json):
@@ -185,7 +185,7 @@ def print_profile_table(result, *, top: int | None = None) -> None:
               help="Tuning-log directory: adds the tuning curves of the library's target.")
 @inputs_option
 @seed_option
-@threads_option
+@threads_option()
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs for the profile.")
 def report_command(model, library, output, tuning_logs, inputs, seed, threads, runs):
     """Write one self-contained HTML page: kernel times with their ONNX nodes, dlc vs ONNX
