@@ -170,17 +170,21 @@ def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...]
 @click.option("--dump-asm", type=click.Path(path_type=Path), metavar="FILE",
               help="Write the generated assembly here (see which vector instructions the target got).")
 @click.option("--tuning-logs", type=click.Path(path_type=Path), help="Apply the best tuned record per kernel from here.")
+@click.option("--accept-compatible", is_flag=True,
+              help="Also apply records tuned for another CPU of the same vector level (see `dlc logs list`).")
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
 @_with(input_options)
 @_with(tolerance_options)
-def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, no_verify, no_fold,
-                    inputs, input_values, rtol, atol, seed):
+def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, accept_compatible, no_verify,
+                    no_fold, inputs, input_values, rtol, atol, seed):
     """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
     from dlc import build
     from dlc.target import parse_target
 
     spec = parse_target(target)
+    if accept_compatible and tuning_logs is None:
+        raise InputError("--accept-compatible needs --tuning-logs DIR", hint="name the tuning-log directory")
     given = _given_inputs(inputs, input_values)
     output = output or Path(model.stem + ".so")
     build.check_output(output)  # before minutes of work, not after
@@ -188,7 +192,8 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
     console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
     optimized = _load_and_optimize(console, model, spec, input_shapes, fold=not no_fold, dump_ir=dump_ir)
     with display.step(console, f"built {output}"):
-        built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm)
+        built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm,
+                            accept_compatible=accept_compatible)
     display.print_tuning_applied(console, built.tuning)
     if dump_asm:
         console.print(f"  assembly written to {dump_asm}")
