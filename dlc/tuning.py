@@ -58,6 +58,7 @@ CONTRACTION_FLOPS_PER_OUTPUT = 64
 # searched again (four batches: the local descent around the default and the first
 # evolutionary rounds, where most of a kernel's gain comes); its records are used as they are.
 ENOUGH_TRIALS = 64
+SEARCH_SEEDS = 64  # a kernel's best records the search database holds
 COMPATIBLE_SEEDS = 2  # best records per kernel from each compatible target, measured before the search
 
 
@@ -289,7 +290,7 @@ class _Search:
     """The state of one `tune` call: tasks, store, database, cost model, budget."""
 
     def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int,
-                 load_records: bool = True):
+                 load_records: frozenset[str] = frozenset()):
         from tvm.s_tir import meta_schedule as ms
 
         from dlc.schedules.cpu import cpu_params
@@ -304,9 +305,11 @@ class _Search:
         self.batch = batch
         self.cores = usable_cpus()
         self.cpu = cpu_params(target)
-        # Every record, replayed one by one: the search seeds its populations from them (a
-        # transfer needs only a few, which it loads itself).
-        self.database = store.to_database() if load_records else ms.database.MemoryDatabase()
+        # The best records of `load_records` (the model's kernels), replayed one by one: the
+        # search seeds its populations from them (a quarter of 128 at most). Not the whole
+        # store: a replay costs ~8 ms (16 s for 2000 records), and the warm start and transfer
+        # load the few they use; _measure skips known candidates by the store, not by this.
+        self.database = store.to_database(exclude=set(store.trials) - load_records, per_workload=SEARCH_SEEDS)
         self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
         self.quiet = logging.getLogger("dlc.tuning.metaschedule")
         self.quiet.setLevel(logging.WARNING)
@@ -685,7 +688,8 @@ def tune(
     on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
     budget = max(0, trials - on_disk)
     search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed,
-                     batch=trials_per_batch, load_records=not transfer_only)
+                     batch=trials_per_batch,
+                     load_records=frozenset() if transfer_only else frozenset(t.workload_hash for t in all_tasks))
     compatible = compatible_stores(logs, target) if warm and not transfer_only else []
     seeds = 0
     states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
