@@ -14,8 +14,9 @@ from pathlib import Path
 import click
 
 from dlc import __version__, display
-from dlc.commands import CONTEXT
+from dlc.commands import CONTEXT, parse_input_shapes, input_shape_option
 from dlc.commands.logs import logs_group
+from dlc.commands.quantize import quantize_command
 from dlc.errors import DlcError, InputError
 
 
@@ -54,28 +55,6 @@ def cli(debug: bool) -> None:
     )
 
 
-def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    from dlc.frontend import parse_input_shape
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in values:
-        name, shape = parse_input_shape(text)
-        if name in shapes and shapes[name] != shape:
-            raise InputError(
-                f"--input-shape gives '{name}' twice ({shapes[name]} and {shape})",
-                hint="pass each input once",
-            )
-        shapes[name] = shape
-    return shapes
-
-
-input_shape_option = click.option(
-    "--input-shape",
-    "input_shapes",
-    multiple=True,
-    metavar="NAME:1x3x224x224",
-    help="Fix an input's shape (repeatable); also NAME:[1,3,224,224].",
-)
 input_options = [
     click.option("--inputs", type=click.Path(path_type=Path), metavar="FILE.npz",
                  help="Input arrays by name (numpy.savez); inputs not in it are seeded random."),
@@ -149,7 +128,7 @@ def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool,
 def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...], *, fold: bool = True, dump_ir=None):
     from dlc import frontend, pipeline
 
-    shapes = _input_shapes(input_shapes)
+    shapes = parse_input_shapes(input_shapes)
     with display.step(console, "loaded, checked and folded"):
         loaded = frontend.load_model(model, input_shapes=shapes, fold=fold)
     console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
@@ -391,6 +370,7 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
 
 
 cli.add_command(logs_group)
+cli.add_command(quantize_command)
 
 
 def main(argv: list[str] | None = None) -> None:
