@@ -301,7 +301,9 @@ def _tuning_part(tuning: TuningCurves, profile: Profile) -> str:
         rows = (len(curves) + columns - 1) // columns
         figure, grid = plt.subplots(rows, columns, figsize=(11, 2.6 * rows), squeeze=False)
         for axes, curve in zip(grid.flat, curves):
-            axes.step([p[0] for p in curve.points], [p[1] for p in curve.points], where="post", color="#4c72b0")
+            # Markers: a pruned store (`dlc logs merge --keep 1`) leaves one point, no line.
+            axes.step([p[0] for p in curve.points], [p[1] for p in curve.points], where="post", color="#4c72b0",
+                      marker=".", label="best record")
             if curve.default_us is not None:
                 axes.axhline(curve.default_us, color="#dd8452", linestyle="--", linewidth=1, label="default schedule")
                 axes.legend(fontsize=6)
