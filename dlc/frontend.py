@@ -196,10 +196,10 @@ def _all_nodes(graph: onnx.GraphProto):
 
 
 def _unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """op type -> names of the nodes TVM's Relax importer has no converter for."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    """op type -> names of the nodes with no converter (TVM's importer plus dlc.onnx_ops)."""
+    from dlc.onnx_ops import convert_map
 
-    supported = set(_get_convert_map()) | {"If", "Constant"}
+    supported = set(convert_map()) | {"If", "Constant"}
     found: dict[str, list[str]] = {}
     for node in _all_nodes(model.graph):
         custom_domain = node.domain not in STANDARD_DOMAINS
@@ -413,12 +413,15 @@ def import_model(loaded: LoadedModel) -> ImportedModel:
     """Convert to a Relax IRModule with weights bound as constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from dlc import onnx_ops
+
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
     dtypes = {spec.name: spec.dtype for spec in loaded.inputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the importer re-runs the checker and warns loudly
-            mod = from_onnx(loaded.model, shape_dict=shapes, dtype_dict=dtypes)
+            with onnx_ops.registered():
+                mod = from_onnx(loaded.model, shape_dict=shapes, dtype_dict=dtypes)
     except Exception as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelImportError(

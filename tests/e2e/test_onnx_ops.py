@@ -1,0 +1,129 @@
+"""dlc's own ONNX converters (dlc.onnx_ops) against ONNX Runtime on small onnx.helper models,
+and the real model that needed them (silero VAD op15: LSTM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dlc import build, frontend, pipeline
+from dlc.runtime import load_library
+from dlc.target import parse_target
+from dlc.zoo import MODELS
+from tests.conftest import run_dlc
+
+HOST = parse_target("host")
+
+
+def _save(path: Path, nodes, inputs, outputs, initializers=(), opset: int = 17) -> Path:
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, list(initializers))
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _dlc_and_ort(path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    optimized = pipeline.optimize(frontend.import_model(frontend.load_model(path)), HOST)
+    library = build.build(optimized, HOST, output=path.with_suffix(".so")).library
+    got = load_library(library).run(feeds)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    return got, want
+
+
+def _assert_close(got: dict, want: dict, atol: float = 1e-5) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=atol, err_msg=name)
+
+
+def _recurrent(path: Path, op: str, gates: int, *, direction: str, seq: int = 5, batch: int = 3,
+               size: int = 4, hidden: int = 6, extra_inputs: int = 0, **attrs) -> Path:
+    """X, W, R, B as the model's inputs/initializers, sequence_lens as an input."""
+    rng = np.random.default_rng(7)
+    dirs = 2 if direction == "bidirectional" else 1
+    w = rng.standard_normal((dirs, gates * hidden, size)).astype(np.float32) * 0.5
+    r = rng.standard_normal((dirs, gates * hidden, hidden)).astype(np.float32) * 0.5
+    b = rng.standard_normal((dirs, 2 * gates * hidden)).astype(np.float32) * 0.5
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R"), numpy_helper.from_array(b, "B")]
+    node_inputs = ["X", "W", "R", "B", "lens", "h0"]
+    if op == "LSTM":
+        c0 = rng.standard_normal((dirs, batch, hidden)).astype(np.float32)
+        p = rng.standard_normal((dirs, 3 * hidden)).astype(np.float32) * 0.5
+        inits += [numpy_helper.from_array(c0, "c0"), numpy_helper.from_array(p, "P")]
+        node_inputs += ["c0", "P"]
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, node_inputs, outputs, hidden_size=hidden, direction=direction, **attrs)
+    value = helper.make_tensor_value_info
+    return _save(
+        path, [node],
+        [value("X", TensorProto.FLOAT, [seq, batch, size]), value("lens", TensorProto.INT32, [batch]),
+         value("h0", TensorProto.FLOAT, [dirs, batch, hidden])],
+        [value("Y", TensorProto.FLOAT, [seq, dirs, batch, hidden])]
+        + [value(name, TensorProto.FLOAT, [dirs, batch, hidden]) for name in outputs[1:]],
+        inits,
+    )
+
+
+def _recurrent_feeds(seq=5, batch=3, size=4, hidden=6, dirs=1, lens=(5, 2, 4)) -> dict:
+    rng = np.random.default_rng(11)
+    return {
+        "X": rng.standard_normal((seq, batch, size)).astype(np.float32),
+        "lens": np.array(lens, dtype=np.int32),
+        "h0": rng.standard_normal((dirs, batch, hidden)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_lstm_with_peepholes_and_ragged_lengths(tmp_path, direction):
+    """Past an entry's length its state holds and its outputs are zero (ORT's semantics)."""
+    path = _recurrent(tmp_path / f"lstm_{direction}.onnx", "LSTM", 4, direction=direction)
+    got, want = _dlc_and_ort(path, _recurrent_feeds(dirs=2 if direction == "bidirectional" else 1))
+    _assert_close(got, want)
+
+
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_gru_both_reset_forms(tmp_path, linear_before_reset):
+    path = _recurrent(tmp_path / f"gru_{linear_before_reset}.onnx", "GRU", 3, direction="bidirectional",
+                      linear_before_reset=linear_before_reset)
+    got, want = _dlc_and_ort(path, _recurrent_feeds(dirs=2))
+    _assert_close(got, want)
+
+
+def test_rnn_with_clip_and_own_activation(tmp_path):
+    path = _recurrent(tmp_path / "rnn.onnx", "RNN", 1, direction="forward", clip=0.8,
+                      activations=["Relu"])
+    got, want = _dlc_and_ort(path, _recurrent_feeds(lens=(5, 5, 3)))
+    _assert_close(got, want)
+
+
+def test_silero_vad_op15_compiles_verifies_and_streams(zoo_model, tmp_path):
+    """The op15 model's LSTM (after its Ifs fold), state fed back chunk by chunk as a caller
+    streams audio, agrees with ONNX Runtime on every chunk; `sr` is the int64 scalar."""
+    model = zoo_model("silero-vad-op15")
+    args = ["compile", str(model), "-o", str(tmp_path / "vad.so"), "--input-value", "sr=16000"]
+    for name, shape in MODELS["silero-vad-op15"].input_shapes.items():
+        args += ["--input-shape", f"{name}:{'x'.join(map(str, shape))}"]
+    result = run_dlc(*args)
+    assert result.returncode == 0, result.stderr
+    assert "verified against ONNX Runtime" in result.stderr and "MISMATCH" not in result.stdout
+
+    library = load_library(tmp_path / "vad.so")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    t = np.arange(4 * 512) / 16000
+    audio = (0.5 * np.sin(2 * np.pi * 220 * t) * (t > 0.05)).astype(np.float32)  # silence, then a tone
+    ours = theirs = np.zeros((2, 1, 128), np.float32)
+    sr = np.array(16000, dtype=np.int64)
+    for chunk in audio.reshape(4, 1, 512):
+        got = library.run({"input": chunk, "state": ours, "sr": sr})
+        prob, theirs = session.run(None, {"input": chunk, "state": theirs, "sr": sr})
+        np.testing.assert_allclose(got["output"], prob, atol=1e-5)
+        np.testing.assert_allclose(got["stateN"], theirs, atol=1e-5)
+        ours = got["stateN"]
