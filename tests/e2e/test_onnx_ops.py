@@ -127,3 +127,85 @@ def test_silero_vad_op15_compiles_verifies_and_streams(zoo_model, tmp_path):
         np.testing.assert_allclose(got["output"], prob, atol=1e-5)
         np.testing.assert_allclose(got["stateN"], theirs, atol=1e-5)
         ours = got["stateN"]
+
+
+def test_layer_normalization_mean_and_inv_std_dev_outputs(tmp_path):
+    value = helper.make_tensor_value_info
+    rng = np.random.default_rng(3)
+    path = _save(
+        tmp_path / "ln.onnx",
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y", "mean", "inv"], axis=1, epsilon=1e-3)],
+        [value("x", TensorProto.FLOAT, [2, 3, 4])],
+        [value("y", TensorProto.FLOAT, [2, 3, 4]), value("mean", TensorProto.FLOAT, [2, 1, 1]),
+         value("inv", TensorProto.FLOAT, [2, 1, 1])],
+        [numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "g"),
+         numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "b")],
+    )
+    got, want = _dlc_and_ort(path, {"x": rng.standard_normal((2, 3, 4)).astype(np.float32)})
+    _assert_close(got, want)
+
+
+def test_standard_attention_3d_grouped_query_causal_with_cache(tmp_path):
+    """ONNX's own Attention (not the com.microsoft one TVM converts under the same name):
+    3D inputs split into 4 query / 2 key-value heads, a KV cache, a causal frontier offset by
+    the cache length and a boolean mask, as a decoder step runs it."""
+    value = helper.make_tensor_value_info
+    batch, q_len, past, heads, kv_heads, size = 2, 3, 4, 4, 2, 8
+    node = helper.make_node(
+        "Attention", ["q", "k", "v", "mask", "past_k", "past_v"], ["y", "present_k", "present_v"],
+        q_num_heads=heads, kv_num_heads=kv_heads, is_causal=1,
+    )
+    path = _save(
+        tmp_path / "attention.onnx", [node],
+        [value("q", TensorProto.FLOAT, [batch, q_len, heads * size]),
+         value("k", TensorProto.FLOAT, [batch, q_len, kv_heads * size]),
+         value("v", TensorProto.FLOAT, [batch, q_len, kv_heads * size]),
+         value("mask", TensorProto.BOOL, [q_len, past + q_len]),
+         value("past_k", TensorProto.FLOAT, [batch, kv_heads, past, size]),
+         value("past_v", TensorProto.FLOAT, [batch, kv_heads, past, size])],
+        [value("y", TensorProto.FLOAT, [batch, q_len, heads * size]),
+         value("present_k", TensorProto.FLOAT, [batch, kv_heads, past + q_len, size]),
+         value("present_v", TensorProto.FLOAT, [batch, kv_heads, past + q_len, size])],
+        opset=23,
+    )
+    rng = np.random.default_rng(5)
+    mask = rng.random((q_len, past + q_len)) > 0.3
+    mask[:, 0] = True  # every query row keeps one key
+    feeds = {
+        "q": rng.standard_normal((batch, q_len, heads * size)).astype(np.float32),
+        "k": rng.standard_normal((batch, q_len, kv_heads * size)).astype(np.float32),
+        "v": rng.standard_normal((batch, q_len, kv_heads * size)).astype(np.float32),
+        "mask": mask,
+        "past_k": rng.standard_normal((batch, kv_heads, past, size)).astype(np.float32),
+        "past_v": rng.standard_normal((batch, kv_heads, past, size)).astype(np.float32),
+    }
+    got, want = _dlc_and_ort(path, feeds)
+    _assert_close(got, want)
+
+
+@pytest.mark.parametrize("case", ["antialias_downsample", "axes_not_larger", "crop_extrapolate"])
+def test_resize_modes_tvm_gets_wrong(tmp_path, case):
+    """Antialiased downsampling by a scale that is not out/in (0.6 of 7 rows is 4.2: 4 rows,
+    mapped with 0.6, not 4/7), `axes` with keep_aspect_ratio_policy, tf_crop_and_resize's
+    extrapolation: dlc's per-axis matrices, where TVM's kernel is wrong or refuses."""
+    value = helper.make_tensor_value_info
+    floats = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    empty = floats("roi", [])
+    if case == "antialias_downsample":
+        node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="cubic", antialias=1)
+        inits, out = [empty, floats("scales", [1, 1, 0.6, 0.6])], [1, 2, 4, 6]
+    elif case == "axes_not_larger":
+        node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", axes=[3, 2],
+                                keep_aspect_ratio_policy="not_larger")
+        inits, out = [numpy_helper.from_array(np.array([5, 9], np.int64), "sizes")], [1, 2, 5, 5]
+    else:
+        node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], mode="linear",
+                                coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=10.0)
+        inits = [floats("roi", [0, 0, -0.2, 0.4, 1, 1, 0.6, 1.3]),
+                 numpy_helper.from_array(np.array([1, 2, 5, 7], np.int64), "sizes")]
+        out = [1, 2, 5, 7]
+    path = _save(tmp_path / f"resize_{case}.onnx", [node], [value("x", TensorProto.FLOAT, [1, 2, 7, 11])],
+                 [value("y", TensorProto.FLOAT, out)], inits, opset=19)
+    x = np.random.default_rng(9).standard_normal((1, 2, 7, 11)).astype(np.float32)
+    got, want = _dlc_and_ort(path, {"x": x})
+    _assert_close(got, want, atol=1e-4)
