@@ -209,3 +209,31 @@ def test_resize_modes_tvm_gets_wrong(tmp_path, case):
     x = np.random.default_rng(9).standard_normal((1, 2, 7, 11)).astype(np.float32)
     got, want = _dlc_and_ort(path, {"x": x})
     _assert_close(got, want, atol=1e-4)
+
+
+def test_qlinear_conv_and_matmul(tmp_path):
+    """An ORT-style QOperator graph: QLinearConv (uint8 activations, int8 per-channel weights,
+    int32 bias, padding and stride), then QLinearMatMul; bit-exact against ORT."""
+    rng = np.random.default_rng(13)
+    value = helper.make_tensor_value_info
+    arr = numpy_helper.from_array
+    w = rng.integers(-60, 60, (4, 3, 3, 3), dtype=np.int8)
+    m = rng.integers(0, 255, (6, 7), dtype=np.uint8)
+    inits = [
+        arr(np.float32(0.02), "xs"), arr(np.uint8(120), "xz"), arr(w, "w"),
+        arr(np.array([0.01, 0.02, 0.015, 0.03], np.float32), "ws"), arr(np.zeros(4, np.int8), "wz"),
+        arr(np.float32(0.05), "ys"), arr(np.uint8(128), "yz"),
+        arr(rng.integers(-500, 500, 4, dtype=np.int32), "b"),
+        arr(m, "m"), arr(np.float32(0.03), "ms"), arr(np.uint8(127), "mz"),
+        arr(np.float32(0.2), "zs"), arr(np.uint8(100), "zz"),
+    ]
+    nodes = [
+        helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["c"],
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("QLinearMatMul", ["c", "ys", "yz", "m", "ms", "mz", "zs", "zz"], ["y"]),
+    ]
+    path = _save(tmp_path / "qop.onnx", nodes, [value("x", TensorProto.UINT8, [1, 3, 9, 11])],
+                 [value("y", TensorProto.UINT8, [1, 4, 5, 7])], inits, opset=13)
+    got, want = _dlc_and_ort(path, {"x": rng.integers(0, 255, (1, 3, 9, 11), dtype=np.uint8)})
+    assert got["y"].dtype == np.uint8
+    np.testing.assert_array_equal(got["y"], want["y"])
