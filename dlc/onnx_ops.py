@@ -667,6 +667,197 @@ def _conv(bb, x, w, attr):
     return bb.normalize(conv(bb, [x, w, None], dict(attr), None))
 
 
+# ---------------------------------------------------------------- smaller gaps
+
+
+class RMSNormalization(OnnxOpConverter):
+    """TVM's relax rms_norm fails to lower when the normalised axes start at 0 (scale as
+    large as the input); written out it is one reduction and elementwise ops."""
+
+    @classmethod
+    def _impl_v23(cls, bb, inputs, attr, params):
+        op = relax.op
+        x, scale = inputs[0], inputs[1]
+        rank = len(_static_shape(x, "RMSNormalization input"))
+        axes = list(range(attr.get("axis", -1) % rank, rank))
+        dtype = _dtype(x)
+        xf = bb.emit(op.astype(x, "float32")) if dtype != "float32" else x  # stash_type 1
+        mean_square = bb.emit(op.mean(op.multiply(xf, xf), axes, keepdims=True))
+        eps = relax.const(attr.get("epsilon", 1e-5), "float32")
+        normed = bb.emit(op.divide(xf, op.sqrt(op.add(mean_square, eps))))
+        return bb.emit(op.multiply(op.astype(normed, dtype), scale))
+
+
+class RotaryEmbedding(OnnxOpConverter):
+    """Not in TVM 0.27's importer (opset 23; LLM exports): ONNX's reference, with the cos/sin
+    caches gathered by position_ids, halves or interleaved pairs rotated, and an optional
+    rotary_embedding_dim prefix."""
+
+    @classmethod
+    def _impl_v23(cls, bb, inputs, attr, params):
+        op = relax.op
+        x, cos, sin = inputs[0], inputs[1], inputs[2]
+        positions = inputs[3] if len(inputs) > 3 else None
+        shape = _static_shape(x, "RotaryEmbedding input")
+        if len(shape) == 4:  # [batch, heads, seq, head] -> [batch, seq, heads, head]
+            x = bb.emit(op.permute_dims(x, [0, 2, 1, 3]))
+        else:
+            heads = attr.get("num_heads", 0)
+            x = bb.emit(op.reshape(x, [shape[0], shape[1], heads, shape[2] // heads]))
+        batch, seq, heads, head = _static_shape(x, "RotaryEmbedding input")
+        dim = attr.get("rotary_embedding_dim", 0) or head
+        if positions is not None:
+            cos, sin = (bb.emit(op.take(c, positions, axis=0)) for c in (cos, sin))
+        cos, sin = (bb.emit(op.expand_dims(c, [2])) for c in (cos, sin))  # [batch, seq, 1, dim/2]
+        rotate = bb.emit(op.strided_slice(x, [3], [0], [dim]))
+        if attr.get("interleaved", 0):
+            x1 = bb.emit(op.strided_slice(rotate, [3], [0], [dim], [2]))
+            x2 = bb.emit(op.strided_slice(rotate, [3], [1], [dim], [2]))
+        else:
+            x1 = bb.emit(op.strided_slice(rotate, [3], [0], [dim // 2]))
+            x2 = bb.emit(op.strided_slice(rotate, [3], [dim // 2], [dim]))
+        real = bb.emit(op.subtract(op.multiply(cos, x1), op.multiply(sin, x2)))
+        imag = bb.emit(op.add(op.multiply(sin, x1), op.multiply(cos, x2)))
+        if attr.get("interleaved", 0):
+            pairs = bb.emit(op.stack([real, imag], axis=4))
+            rotated = bb.emit(op.reshape(pairs, [batch, seq, heads, dim]))
+        else:
+            rotated = bb.emit(op.concat([real, imag], axis=3))
+        if dim < head:
+            rotated = bb.emit(op.concat([rotated, bb.emit(op.strided_slice(x, [3], [dim], [head]))], axis=3))
+        if len(shape) == 4:
+            return bb.emit(op.permute_dims(rotated, [0, 2, 1, 3]))
+        return bb.emit(op.reshape(rotated, list(shape)))
+
+
+class Pow(OnnxOpConverter):
+    """TVM's requires one dtype for base and exponent, and a float base; ONNX allows mixed
+    types (the output has the base's). Integer bases go through float64 and back."""
+
+    @classmethod
+    def _impl_v7(cls, bb, inputs, attr, params):
+        op = relax.op
+        base, exponent = inputs[0], inputs[1]
+        dtype = _dtype(base)
+        if dtype.startswith("float"):
+            if _dtype(exponent) != dtype:
+                exponent = bb.emit(op.astype(exponent, dtype))
+            return bb.emit(op.power(base, exponent))
+        wide = op.power(op.astype(base, "float64"), op.astype(exponent, "float64"))
+        return bb.emit(op.astype(bb.emit(wide), dtype))
+
+
+class LpNormalization(OnnxOpConverter):
+    """Not in TVM 0.27's importer: x / ||x||_p along `axis` (p 1 or 2), 0 where the norm is 0."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        op = relax.op
+        x = inputs[0]
+        axis, p = attr.get("axis", -1), attr.get("p", 2)
+        if p == 1:
+            norm = op.sum(op.abs(x), [axis], keepdims=True)
+        elif p == 2:
+            norm = op.sqrt(op.sum(op.multiply(x, x), [axis], keepdims=True))
+        else:
+            raise ValueError(f"LpNormalization with p={p} (ONNX allows 1 or 2)")
+        norm = bb.emit(norm)
+        zero = relax.const(0.0, _dtype(x))
+        is_zero = op.equal(norm, zero)
+        safe = bb.emit(op.where(is_zero, relax.const(1.0, _dtype(x)), norm))
+        return bb.emit(op.where(is_zero, zero, op.divide(x, safe)))
+
+
+class CumProd(OnnxOpConverter):
+    """Not in TVM 0.27's importer (opset 26): TVM's CumSum converter's handling of a constant
+    axis, exclusive and reverse, with relax's cumprod."""
+
+    @classmethod
+    def _impl_v26(cls, bb, inputs, attr, params):
+        op = relax.op
+        data = inputs[0]
+        axis = _constant(inputs[1])
+        if axis is None or axis.size != 1:
+            raise ValueError("CumProd needs a constant scalar axis")
+        axis = int(axis.reshape(-1)[0])
+        reverse = attr.get("reverse", 0) != 0
+        if reverse:
+            data = bb.emit(op.flip(data, axis))
+        out = bb.emit(op.cumprod(data, axis, exclusive=attr.get("exclusive", 0) != 0))
+        return bb.emit(op.flip(out, axis)) if reverse else out
+
+
+class Celu(OnnxOpConverter):
+    """Not in TVM 0.27's importer: max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+
+    @classmethod
+    def _impl_v12(cls, bb, inputs, attr, params):
+        op = relax.op
+        x = inputs[0]
+        dtype = _dtype(x)
+        alpha = relax.const(attr.get("alpha", 1.0), dtype)
+        zero = relax.const(0.0, dtype)
+        negative = op.multiply(alpha, op.subtract(op.exp(op.divide(x, alpha)), relax.const(1.0, dtype)))
+        return bb.emit(op.add(op.maximum(x, zero), op.minimum(negative, zero)))
+
+
+class _BoolReduce(OnnxOpConverter):
+    """TVM's ReduceMax/ReduceMin legalisation has no min/max value for bool: reduce as uint8."""
+
+    name = ""
+
+    @classmethod
+    def _convert(cls, bb, inputs, attr, params, version):
+        tvm_converter = _TVM_CONVERT_MAP()[cls.name].get_converter(version)
+        x = inputs[0]
+        if _dtype(x) != "bool":
+            return tvm_converter(bb, inputs, attr, params)
+        widened = [bb.emit(relax.op.astype(x, "uint8")), *inputs[1:]]
+        out = bb.normalize(tvm_converter(bb, widened, attr, params))
+        return bb.emit(relax.op.astype(out, "bool"))
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        return cls._convert(bb, inputs, attr, params, 1)
+
+    @classmethod
+    def _impl_v18(cls, bb, inputs, attr, params):
+        return cls._convert(bb, inputs, attr, params, 18)
+
+
+class ReduceMax(_BoolReduce):
+    name = "ReduceMax"
+
+
+class ReduceMin(_BoolReduce):
+    name = "ReduceMin"
+
+
+class OneHot(OnnxOpConverter):
+    """TVM's needs constant on/off values; ONNX's come from a tensor. With a constant depth the
+    comparison against arange(depth) and a select need no constants at all (negative indices
+    wrap; out-of-range ones match nothing, as in ONNX's reference)."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        op = relax.op
+        indices, depth, values = inputs[0], _constant(inputs[1]), inputs[2]
+        if depth is None:
+            raise ValueError("OneHot needs a constant depth (the output's shape depends on it)")
+        depth = int(depth.reshape(-1)[0])
+        rank = len(_static_shape(indices, "OneHot indices"))
+        axis = attr.get("axis", -1)
+        axis = axis + rank + 1 if axis < 0 else axis
+        idx = bb.emit(op.astype(indices, "int64"))
+        idx = bb.emit(op.where(op.less(idx, relax.const(0, "int64")), op.add(idx, relax.const(depth, "int64")), idx))
+        idx = bb.emit(op.expand_dims(idx, [axis]))
+        targets = np.arange(depth, dtype="int64").reshape([1] * axis + [depth] + [1] * (rank - axis))
+        hit = bb.emit(op.equal(relax.const(targets, "int64"), idx))
+        off = bb.emit(op.strided_slice(values, [0], [0], [1]))
+        on = bb.emit(op.strided_slice(values, [0], [1], [2]))
+        return bb.emit(op.where(hit, on, off))
+
+
 # ---------------------------------------------------------------- registration
 
 CONVERTERS: dict[str, type[OnnxOpConverter]] = {
@@ -679,6 +870,15 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "QLinearMatMul": QLinearMatMul,
     "QLinearConv": QLinearConv,
     "ConvInteger": ConvInteger,
+    "RMSNormalization": RMSNormalization,
+    "RotaryEmbedding": RotaryEmbedding,
+    "Pow": Pow,
+    "LpNormalization": LpNormalization,
+    "CumProd": CumProd,
+    "Celu": Celu,
+    "ReduceMax": ReduceMax,
+    "ReduceMin": ReduceMin,
+    "OneHot": OneHot,
 }
 
 

@@ -237,3 +237,50 @@ def test_qlinear_conv_and_matmul(tmp_path):
     got, want = _dlc_and_ort(path, {"x": rng.integers(0, 255, (1, 3, 9, 11), dtype=np.uint8)})
     assert got["y"].dtype == np.uint8
     np.testing.assert_array_equal(got["y"], want["y"])
+
+
+def test_smaller_converters_against_ort(tmp_path):
+    """One opset-23 graph with an output per converter: RMSNormalization over every axis,
+    interleaved RotaryEmbedding with position_ids, float ** int64 Pow, LpNormalization,
+    Celu, ReduceMax on bool, OneHot with its values from a tensor."""
+    value = helper.make_tensor_value_info
+    arr = numpy_helper.from_array
+    rng = np.random.default_rng(17)
+    batch, seq, heads, head = 1, 3, 2, 8
+    nodes = [
+        helper.make_node("RMSNormalization", ["x", "g"], ["rms"], axis=0),
+        helper.make_node("RotaryEmbedding", ["q", "cos", "sin", "pos"], ["rot"], interleaved=1),
+        helper.make_node("Pow", ["x", "e"], ["pow"]),
+        helper.make_node("LpNormalization", ["x"], ["lp"], axis=1, p=1),
+        helper.make_node("Celu", ["x"], ["celu"], alpha=0.7),
+        helper.make_node("ReduceMax", ["flags", "axes"], ["any"], keepdims=0),
+        helper.make_node("OneHot", ["labels", "depth", "onoff"], ["hot"], axis=0),
+    ]
+    inits = [
+        arr(rng.standard_normal((2, 5)).astype(np.float32), "g"),
+        arr(rng.standard_normal((6, head // 2)).astype(np.float32), "cos"),
+        arr(rng.standard_normal((6, head // 2)).astype(np.float32), "sin"),
+        arr(np.array([[4, 0, 2]], np.int64), "pos"),
+        arr(np.array(3, np.int64), "e"), arr(np.array([1], np.int64), "axes"),
+        arr(np.array([4], np.int64), "depth"),
+    ]
+    path = _save(
+        tmp_path / "smaller.onnx", nodes,
+        [value("x", TensorProto.FLOAT, [2, 5]), value("q", TensorProto.FLOAT, [batch, heads, seq, head]),
+         value("flags", TensorProto.BOOL, [3, 4]), value("labels", TensorProto.INT64, [5]),
+         value("onoff", TensorProto.FLOAT, [2])],
+        [value("rms", TensorProto.FLOAT, [2, 5]), value("rot", TensorProto.FLOAT, [batch, heads, seq, head]),
+         value("pow", TensorProto.FLOAT, [2, 5]), value("lp", TensorProto.FLOAT, [2, 5]),
+         value("celu", TensorProto.FLOAT, [2, 5]), value("any", TensorProto.BOOL, [3]),
+         value("hot", TensorProto.FLOAT, [4, 5])],
+        inits, opset=23,
+    )
+    feeds = {
+        "x": rng.standard_normal((2, 5)).astype(np.float32),
+        "q": rng.standard_normal((batch, heads, seq, head)).astype(np.float32),
+        "flags": rng.random((3, 4)) > 0.8,
+        "labels": np.array([0, 3, -1, 7, 2], np.int64),  # -1 wraps to 3; 7 matches nothing
+        "onoff": np.array([-2.0, 5.0], np.float32),
+    }
+    got, want = _dlc_and_ort(path, feeds)
+    _assert_close(got, want)
