@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from tvm import relax
-from tvm.ir.expr import Constant
+from tvm.ir.expr import Constant as ConstantExpr
 from tvm.relax.frontend.onnx import onnx_frontend
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
@@ -183,7 +183,7 @@ class _Recurrent(OnnxOpConverter):
 
 def _is_full_length(seq_lens: relax.Expr, seq: int) -> bool:
     """sequence_lens that only restate the sequence length: no masking needed."""
-    if isinstance(seq_lens, Constant):
+    if isinstance(seq_lens, ConstantExpr):
         return bool(np.all(seq_lens.value.numpy() == seq))
     return False
 
@@ -447,7 +447,7 @@ class Attention(OnnxOpConverter):
 
 
 def _constant(expr: relax.Expr | None) -> np.ndarray | None:
-    return expr.value.numpy() if isinstance(expr, Constant) else None
+    return expr.value.numpy() if isinstance(expr, ConstantExpr) else None
 
 
 def _attr_str(attr: dict, name: str, default: str) -> str:
@@ -858,6 +858,45 @@ class OneHot(OnnxOpConverter):
         return bb.emit(op.where(hit, on, off))
 
 
+class Constant(OnnxOpConverter):
+    """TVM's reads only the `value` tensor; ONNX function bodies (Celu's expansion) write
+    `value_float(s)` / `value_int(s)`."""
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        for key, dtype in (("value_float", "float32"), ("value_floats", "float32"),
+                           ("value_int", "int64"), ("value_ints", "int64")):
+            if key in attr:
+                return relax.const(np.asarray(attr[key], dtype=dtype), dtype)
+        return _TVM_CONVERT_MAP()["Constant"].get_converter(13)(bb, inputs, attr, params)
+
+
+class ReverseSequence(OnnxOpConverter):
+    """Not in TVM 0.27's importer: reverse the first sequence_lens[b] steps of each batch entry,
+    as a gather whose indices are computed from the lengths (any lengths, at run time)."""
+
+    @classmethod
+    def _impl_v10(cls, bb, inputs, attr, params):
+        op = relax.op
+        x, lengths = inputs[0], inputs[1]
+        shape = _static_shape(x, "ReverseSequence input")
+        batch_axis, time_axis = attr.get("batch_axis", 1), attr.get("time_axis", 0)
+        steps = shape[time_axis]
+        # index[b, t] = len[b] - 1 - t for t < len[b], else t
+        t = relax.const(np.arange(steps, dtype="int64").reshape(1, steps), "int64")
+        lens = bb.emit(op.reshape(bb.emit(op.astype(lengths, "int64")), [-1, 1]))
+        flipped = op.subtract(op.subtract(lens, relax.const(1, "int64")), t)
+        flipped = bb.emit(flipped)
+        index = bb.emit(op.where(op.less(t, lens), flipped, op.add(t, op.zeros_like(flipped))))
+        if batch_axis > time_axis:
+            index = bb.emit(op.permute_dims(index, [1, 0]))  # [time, batch]
+        expand = [a for a in range(len(shape)) if a not in (batch_axis, time_axis)]
+        if expand:
+            index = bb.emit(op.expand_dims(index, expand))
+        index = bb.emit(op.broadcast_to(index, list(shape)))
+        return bb.emit(op.gather_elements(x, index, axis=time_axis))
+
+
 # ---------------------------------------------------------------- registration
 
 CONVERTERS: dict[str, type[OnnxOpConverter]] = {
@@ -879,6 +918,8 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "ReduceMax": ReduceMax,
     "ReduceMin": ReduceMin,
     "OneHot": OneHot,
+    "Constant": Constant,
+    "ReverseSequence": ReverseSequence,
 }
 
 

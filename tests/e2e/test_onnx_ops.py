@@ -242,7 +242,8 @@ def test_qlinear_conv_and_matmul(tmp_path):
 def test_smaller_converters_against_ort(tmp_path):
     """One opset-23 graph with an output per converter: RMSNormalization over every axis,
     interleaved RotaryEmbedding with position_ids, float ** int64 Pow, LpNormalization,
-    Celu, ReduceMax on bool, OneHot with its values from a tensor."""
+    Celu, ReduceMax on bool, OneHot with its values from a tensor, ReverseSequence with
+    ragged lengths, a Constant written as value_floats."""
     value = helper.make_tensor_value_info
     arr = numpy_helper.from_array
     rng = np.random.default_rng(17)
@@ -255,6 +256,8 @@ def test_smaller_converters_against_ort(tmp_path):
         helper.make_node("Celu", ["x"], ["celu"], alpha=0.7),
         helper.make_node("ReduceMax", ["flags", "axes"], ["any"], keepdims=0),
         helper.make_node("OneHot", ["labels", "depth", "onoff"], ["hot"], axis=0),
+        helper.make_node("ReverseSequence", ["steps", "lens"], ["rev"], batch_axis=0, time_axis=1),
+        helper.make_node("Constant", [], ["c"], value_floats=[0.5, -1.5]),
     ]
     inits = [
         arr(rng.standard_normal((2, 5)).astype(np.float32), "g"),
@@ -268,11 +271,13 @@ def test_smaller_converters_against_ort(tmp_path):
         tmp_path / "smaller.onnx", nodes,
         [value("x", TensorProto.FLOAT, [2, 5]), value("q", TensorProto.FLOAT, [batch, heads, seq, head]),
          value("flags", TensorProto.BOOL, [3, 4]), value("labels", TensorProto.INT64, [5]),
-         value("onoff", TensorProto.FLOAT, [2])],
+         value("onoff", TensorProto.FLOAT, [2]), value("steps", TensorProto.FLOAT, [3, 4, 2]),
+         value("lens", TensorProto.INT64, [3])],
         [value("rms", TensorProto.FLOAT, [2, 5]), value("rot", TensorProto.FLOAT, [batch, heads, seq, head]),
          value("pow", TensorProto.FLOAT, [2, 5]), value("lp", TensorProto.FLOAT, [2, 5]),
          value("celu", TensorProto.FLOAT, [2, 5]), value("any", TensorProto.BOOL, [3]),
-         value("hot", TensorProto.FLOAT, [4, 5])],
+         value("hot", TensorProto.FLOAT, [4, 5]), value("rev", TensorProto.FLOAT, [3, 4, 2]),
+         value("c", TensorProto.FLOAT, [2])],
         inits, opset=23,
     )
     feeds = {
@@ -281,6 +286,8 @@ def test_smaller_converters_against_ort(tmp_path):
         "flags": rng.random((3, 4)) > 0.8,
         "labels": np.array([0, 3, -1, 7, 2], np.int64),  # -1 wraps to 3; 7 matches nothing
         "onoff": np.array([-2.0, 5.0], np.float32),
+        "steps": rng.standard_normal((3, 4, 2)).astype(np.float32),
+        "lens": np.array([4, 1, 3], np.int64),
     }
     got, want = _dlc_and_ort(path, feeds)
     _assert_close(got, want)
