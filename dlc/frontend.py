@@ -399,8 +399,8 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
         f"{op} x{len(nodes)} (first: {', '.join(nodes[:3])})" for op, nodes in ranked
     )
     raise ModelImportError(
-        f"'{path.name}' uses {len(unsupported)} operator type(s) TVM's ONNX importer does not "
-        f"support: {listing}",
+        f"'{path.name}' uses {len(unsupported)} operator type(s) that neither TVM's ONNX importer "
+        f"nor dlc's converters support: {listing}",
         hint="re-export the model without these operators (e.g. a lower opset or a decomposed "
         "form), or replace them with supported ones",
     )

@@ -81,7 +81,10 @@ def _recurrent_feeds(seq=5, batch=3, size=4, hidden=6, dirs=1, lens=(5, 2, 4)) -
     }
 
 
-@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("direction", [  # bidirectional runs both directions; the others: -m slow
+    pytest.param("forward", marks=pytest.mark.slow), pytest.param("reverse", marks=pytest.mark.slow),
+    "bidirectional",
+])
 def test_lstm_with_peepholes_and_ragged_lengths(tmp_path, direction):
     """Past an entry's length its state holds and its outputs are zero (ORT's semantics)."""
     path = _recurrent(tmp_path / f"lstm_{direction}.onnx", "LSTM", 4, direction=direction)
