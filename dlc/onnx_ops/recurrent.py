@@ -9,13 +9,13 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 from dlc.onnx_ops.common import ConstantExpr, dtype_of, static_shape
 
 
-def _activation(bb: relax.BlockBuilder, name: str, alpha: float | None, beta: float | None):
+def _activation(bb: relax.BlockBuilder, name: str, alpha: float | None, beta: float | None, dtype: str):
     """The ONNX recurrent-net activation `name` as a function of one Relax expression."""
     op = relax.op
     key = name.lower()
 
     def const(value):
-        return relax.const(value, "float32")
+        return relax.const(value, dtype)
 
     table = {
         "sigmoid": lambda x: op.sigmoid(x),
@@ -85,7 +85,8 @@ class _Recurrent(OnnxOpConverter):
         alphas = list(attr.get("activation_alpha", []))
         betas = list(attr.get("activation_beta", []))
         acts = [
-            _activation(bb, n, alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None)
+            _activation(bb, n, alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None,
+                        dtype)
             for i, n in enumerate(names)
         ]
 
