@@ -89,7 +89,7 @@ class Attention(OnnxOpConverter):
             k = bb.emit(op.repeat(k, q_heads // kv_heads, axis=1))
             v = bb.emit(op.repeat(v, q_heads // kv_heads, axis=1))
         s = relax.const(scale, dtype)
-        qk = bb.emit(op.matmul(op.multiply(q, s), op.permute_dims(op.multiply(k, s), [0, 1, 3, 2])))
+        qk = cls._matmul(bb, bb.emit(op.multiply(q, s)), bb.emit(op.permute_dims(op.multiply(k, s), [0, 1, 3, 2])))
         softcap = attr.get("softcap", 0.0)
         if softcap and softcap > 0:
             cap = relax.const(softcap, dtype)
@@ -101,6 +101,8 @@ class Attention(OnnxOpConverter):
         precision = attr.get("softmax_precision")
         if precision is not None:
             logits = bb.emit(op.astype(logits, get_type(precision)))
+        elif dtype == "float16":  # exp and the row sum in float32: in float16 they drift an ulp
+            logits = bb.emit(op.astype(logits, "float32"))
         probs = cls._softmax(bb, logits)
         if bias is not None:  # a row whose bias masks every key attends to nothing: zeros
             lt = dtype_of(probs)
@@ -109,12 +111,20 @@ class Attention(OnnxOpConverter):
         if mode == 3:
             qk_out = probs
         qk_out = bb.emit(op.astype(qk_out, dtype))
-        y = bb.emit(op.matmul(op.astype(probs, dtype), v))
+        y = cls._matmul(bb, bb.emit(op.astype(probs, dtype)), v)
         if rank == 3:
             y = bb.emit(op.reshape(bb.emit(op.permute_dims(y, [0, 2, 1, 3])), [batch, q_len, -1]))
         outs = [y, present_k, present_v, qk_out]
         count = attr["tvm_custom"]["num_outputs"]
         return relax.Tuple(outs[:count]) if count > 1 else outs[0]
+
+    @staticmethod
+    def _matmul(bb, a, b):
+        """float16 products summed in float32, then rounded once (as ONNX's reference and ORT
+        do): a float16 sum drifts by an ulp or more over a row."""
+        if dtype_of(a) != "float16":
+            return bb.emit(relax.op.matmul(a, b))
+        return bb.emit(relax.op.astype(bb.emit(relax.op.matmul(a, b, out_dtype="float32")), "float16"))
 
     @staticmethod
     def _split_heads(bb, x, heads):
