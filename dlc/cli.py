@@ -104,8 +104,8 @@ def _raise_on_mismatch(report, library: Path) -> None:
         f"'{library.name}' disagrees with ONNX Runtime on output '{worst.name}': "
         f"{worst.mismatches} of {worst.size} elements beyond rtol {report.rtol:g} / atol "
         f"{report.atol:g} (max abs error {worst.max_abs_error:.3g})",
-        hint="loosen --rtol/--atol if this is expected rounding, otherwise report a compiler bug "
-        "with --dump-ir output",
+        hint="loosen --rtol/--atol if this is expected rounding; otherwise `dlc verify MODEL "
+        f"{library} --bisect` names the first ONNX node that diverges",
     )
 
 
@@ -188,13 +188,26 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
 @click.argument("library", type=click.Path(path_type=Path))
 @_with(input_options)
 @_with(tolerance_options)
-def verify_command(model, library, inputs, input_values, rtol, atol, seed):
+@click.option("--bisect", "bisect_", is_flag=True,
+              help="On a mismatch, name the first ONNX node that diverges (compiles MODEL again, "
+              "every intermediate exposed, for LIBRARY's target and input shapes).")
+def verify_command(model, library, inputs, input_values, rtol, atol, seed, bisect_):
     """Compare LIBRARY's outputs with ONNX Runtime running MODEL; exit 6 on mismatch."""
     from dlc.verify import verify
 
     given = _given_inputs(inputs, input_values)
     report = verify(model, library, inputs=given, seed=seed, **_tolerances(rtol, atol))
     display.print_report(report)
+    if bisect_ and not report.passed:
+        from dlc.bisect import bisect, describe
+        from dlc.runtime import read_manifest
+        from dlc.target import TargetSpec
+
+        manifest = read_manifest(library)
+        spec = TargetSpec(manifest.target_name, manifest.data["target"]["config"])
+        shapes = {s.name: tuple(s.shape) for s in manifest.inputs}
+        found = bisect(model, spec, input_shapes=shapes, inputs=given, seed=seed, **_tolerances(rtol, atol))
+        click.echo("\n".join(describe(found)))
     _raise_on_mismatch(report, library)
 
 

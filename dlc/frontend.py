@@ -199,10 +199,10 @@ def _all_nodes(graph: onnx.GraphProto):
 
 
 def _unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """op type -> names of the nodes TVM's Relax importer has no converter for."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    """op type -> names of the nodes with no converter (TVM's importer plus dlc.onnx_ops)."""
+    from dlc.onnx_ops import convert_map
 
-    supported = set(_get_convert_map()) | {"If", "Constant"}
+    supported = set(convert_map()) | {"If", "Constant"}
     found: dict[str, list[str]] = {}
     for node in _all_nodes(model.graph):
         custom_domain = node.domain not in STANDARD_DOMAINS
@@ -402,8 +402,8 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
         f"{op} x{len(nodes)} (first: {', '.join(nodes[:3])})" for op, nodes in ranked
     )
     raise ModelImportError(
-        f"'{path.name}' uses {len(unsupported)} operator type(s) TVM's ONNX importer does not "
-        f"support: {listing}",
+        f"'{path.name}' uses {len(unsupported)} operator type(s) that neither TVM's ONNX importer "
+        f"nor dlc's converters support: {listing}",
         hint="re-export the model without these operators (e.g. a lower opset or a decomposed "
         "form), or replace them with supported ones",
     )
@@ -414,6 +414,7 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
 
 def import_model(loaded: LoadedModel) -> ImportedModel:
     """Convert to a Relax IRModule with weights bound as constants."""
+    from dlc import onnx_ops
     from dlc.nodemap import import_with_node_names, node_label
 
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
@@ -421,7 +422,8 @@ def import_model(loaded: LoadedModel) -> ImportedModel:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the importer re-runs the checker and warns loudly
-            mod = import_with_node_names(loaded.model, shapes, dtypes)
+            with onnx_ops.registered():
+                mod = import_with_node_names(loaded.model, shapes, dtypes)
     except Exception as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelImportError(

@@ -62,6 +62,13 @@ MODELS = {
             {"input": (1, 576), "state": (2, 1, 128)},
             "Silero voice-activity detector (op18, no If); its scalar input 'sr' is the sample rate",
         ),
+        ZooModel(
+            "silero-vad-op15",
+            "silero-vad==6.2.3",
+            "silero_vad/data/silero_vad_16k_op15.onnx",
+            {"input": (1, 512), "state": (2, 1, 128)},
+            "Silero VAD, 16 kHz, opset 15: its LSTM and If branches (folded) instead of op18's rewrite",
+        ),
     )
 }
 
