@@ -1,0 +1,84 @@
+"""`dlc board ...`: an RPC tracker, an emulated aarch64 board, what a tracker holds."""
+
+from __future__ import annotations
+
+import click
+
+from dlc.commands import CONTEXT
+
+host_option = click.option("--host", default="127.0.0.1", show_default=True,
+                           help="Address to listen on (0.0.0.0: reachable from other machines).")
+
+
+@click.group("board", context_settings=CONTEXT)
+def board_group() -> None:
+    """Boards reached through TVM's RPC: a tracker, an emulated aarch64 board, a listing."""
+
+
+@board_group.command("tracker", context_settings=CONTEXT)
+@host_option
+@click.option("--port", type=click.IntRange(1, 65535), default=9190, show_default=True)
+def tracker_command(host, port):
+    """Run a TVM RPC tracker until Ctrl-C (boards register with it under a key)."""
+    import time
+
+    from tvm.rpc.tracker import PopenTrackerServerState
+
+    from dlc.errors import BoardError
+
+    try:
+        state = PopenTrackerServerState(host, port, port + 1, silent=True)
+    except (OSError, ValueError) as err:
+        raise BoardError(f"cannot listen on {host}:{port}: {err}", hint="pick another --port") from err
+    click.echo(f"tracker listening on {host}:{state.port} (Ctrl-C stops it)", err=True)
+    while state.thread.is_alive():
+        time.sleep(1)
+
+
+@board_group.command("emulate", context_settings=CONTEXT)
+@click.argument("arch", type=click.Choice(["aarch64"]))
+@click.option("--tracker", metavar="HOST:PORT", help="Register with this RPC tracker.")
+@click.option("--key", default="aarch64", show_default=True, help="Key to register under.")
+@host_option
+@click.option("--port", type=click.IntRange(1, 65535), default=9090, show_default=True,
+              help="First port to try (the next free one is taken).")
+def emulate_command(arch, tracker, key, host, port):
+    """Run TVM's RPC server for ARCH under qemu user-mode emulation until Ctrl-C.
+
+    The first call builds the board's root into ~/.cache/dlc/boards (Debian's arm64 python
+    and the aarch64 apache-tvm wheel; needs qemu-user: ./scripts/bootstrap-boards)."""
+    import signal
+
+    from dlc import display, emulator
+
+    if tracker:
+        from dlc.boards import parse_address
+
+        parse_address(tracker, flag="--tracker")
+    console = display.make_console()
+    root = emulator.ensure_root(arch, on_step=lambda text: console.print(f"  {text}"))
+    if root.seconds:
+        console.print(f"board root ready in {root.seconds:.0f} s: {root.path}")
+    with display.step(console, f"emulated {arch} board started (import tvm under qemu)"):
+        server = emulator.EmulatedServer(root, host=host, port=port, key=key, tracker=tracker)
+    where = f", registered with {tracker} as {key!r}" if tracker else ""
+    click.echo(f"emulated {arch} board serving on {host}:{server.port}{where} (Ctrl-C stops it)", err=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    try:
+        server.proc.wait()
+    finally:
+        server.terminate()
+
+
+@board_group.command("list", context_settings=CONTEXT)
+@click.option("--tracker", metavar="HOST:PORT", default="127.0.0.1:9190", show_default=True)
+def list_command(tracker):
+    """Show the keys a tracker holds and how many boards are free under each."""
+    from dlc.boards import parse_address, tracker_summary
+
+    host, port = parse_address(tracker, flag="--tracker")
+    queue = tracker_summary(host, port).get("queue_info", {})
+    if not queue:
+        click.echo(f"no boards registered at {host}:{port}")
+    for key, info in sorted(queue.items()):
+        click.echo(f"{key}: {info.get('free', 0)} free, {info.get('pending', 0)} pending")
