@@ -120,8 +120,11 @@ def servers_under(spec: BoardSpec) -> int:
 
 
 def connect(spec: BoardSpec):
-    """An RPC session on one board (the tracker picks a free one)."""
+    """An RPC session on one board (the tracker picks a free one; a key with no boards is
+    an error at once rather than a wait)."""
     from tvm import rpc
+
+    servers_under(spec)
 
     def open_session():
         if spec.is_tracker:

@@ -167,8 +167,8 @@ def check_output(library: Path) -> None:
 
 
 # Debian's cross g++ per target architecture; `zig` is the PyPI ziglang alternative.
-_DEBIAN_CROSS = {"aarch64": "g++-aarch64-linux-gnu", "arm": "g++-arm-linux-gnueabihf"}
-_ZIG_TRIPLES = {"aarch64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}
+_DEBIAN_CROSS = {"aarch64": "g++-aarch64-linux-gnu", "armv7": "g++-arm-linux-gnueabihf"}
+_ZIG_TRIPLES = {"aarch64": "aarch64-linux-gnu", "armv7": "arm-linux-gnueabihf"}
 ZIG = "zig"
 
 
@@ -327,6 +327,7 @@ def build(
     """
     library = Path(output)
     check_output(library)
+    linker_command(target)  # a missing cross linker fails now, not after the compile
     started = time.perf_counter()
     executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None)
     if dump_asm is not None:

@@ -398,9 +398,14 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
     if list_tasks:
         display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
-    result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
-                         task_names=task_names, seed=seed, enough_trials=enough_trials, warm=not cold,
-                         transfer_only=transfer_only, **workers)
+    try:
+        result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
+                                    task_names=task_names, seed=seed, enough_trials=enough_trials, warm=not cold,
+                                    transfer_only=transfer_only, **workers)
+    finally:
+        for worker in workers.values():  # tune() shuts down only the workers it made
+            if getattr(worker, "pool", None) is not None:
+                worker.pool.shutdown()
     display.print_tuning_result(result)
     if result.stopped_by == "interrupted":
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "

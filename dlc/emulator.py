@@ -51,7 +51,7 @@ addr = None
 if tracker:
     th, tp = tracker.rsplit(":", 1)
     addr = (th, int(tp))
-state = PopenRPCServerState(host, port, port + 100, tracker_addr=addr, key=key, silent=True)
+state = PopenRPCServerState(host, port, port + 100, tracker_addr=addr, key=key)
 print(f"dlc-board-ready {state.port}", flush=True)
 state.thread.join()
 """
@@ -176,13 +176,40 @@ class EmulatedServer:
     """An RPC server under qemu, started in the background (tests, `dlc board emulate`)."""
 
     def __init__(self, board: BoardRoot, *, host: str = "127.0.0.1", port: int = 9090, key: str = "",
-                 tracker: str | None = None, ready_timeout: float = 180.0) -> None:
+                 tracker: str | None = None, ready_timeout: float = 180.0, log_file: Path | None = None) -> None:
+        """`log_file`: where the server's log goes (one "connected from" line per session);
+        None: this process's stderr."""
         self.board = board
-        self.proc = subprocess.Popen(server_command(board, host=host, port=port, key=key, tracker=tracker),
-                                     env=server_env(board), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.log_file = log_file
+        stderr = open(log_file, "a") if log_file else None
+        try:
+            self.proc = subprocess.Popen(server_command(board, host=host, port=port, key=key, tracker=tracker),
+                                         env=server_env(board), stdout=subprocess.PIPE, stderr=stderr,
+                                         text=True, start_new_session=True)
+        finally:
+            if stderr:
+                stderr.close()
         self.host = host
         self.port = self._wait_ready(ready_timeout)
+        if tracker:
+            self._wait_registered(tracker, key, ready_timeout)
+
+    def _wait_registered(self, tracker: str, key: str, timeout: float) -> None:
+        """The server says it is ready before its thread registers with the tracker."""
+        from dlc.boards import parse_address, tracker_summary
+
+        host, port = parse_address(tracker, flag="--tracker")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            summary = tracker_summary(host, port)
+            ours = any(list(s.get("addr", []))[1:] == [self.port] for s in summary.get("server_info", []))
+            queue = summary.get("queue_info", {}).get(key, {})
+            if ours and queue.get("free", 0) + queue.get("pending", 0) > 0:
+                return
+            time.sleep(0.2)
+        self.terminate()
+        raise BoardError(f"the emulated board did not register with the tracker {tracker} as {key!r}",
+                         hint="check the tracker's address (`dlc board list --tracker HOST:PORT`)")
 
     def _wait_ready(self, timeout: float) -> int:
         import selectors
@@ -197,12 +224,16 @@ class EmulatedServer:
             if line.startswith("dlc-board-ready "):
                 return int(line.split()[1])
             if not line and self.proc.poll() is not None:
-                err = (self.proc.stderr.read() or "").strip().splitlines()[-5:]
-                raise BoardError(f"the emulated board exited (code {self.proc.returncode}) before serving: "
-                                 + " | ".join(err), hint="run `dlc board emulate` in a shell to see its output")
+                where = f" (its log: {self.log_file})" if self.log_file else ""
+                raise BoardError(f"the emulated board exited (code {self.proc.returncode}) before serving{where}",
+                                 hint="run `dlc board emulate aarch64` in a shell to see its output")
         self.terminate()
         raise BoardError(f"the emulated board did not start serving within {timeout:g} s",
                          hint="the machine may be busy; `import tvm` alone takes ~15 s under qemu")
+
+    def sessions(self) -> int:
+        """Sessions served so far (counted in `log_file`)."""
+        return self.log_file.read_text().count("connected from") if self.log_file else 0
 
     def terminate(self) -> None:
         if self.proc.poll() is None:

@@ -48,6 +48,7 @@ def emulate_command(arch, tracker, key, host, port):
     The first call builds the board's root into ~/.cache/dlc/boards (Debian's arm64 python
     and the aarch64 apache-tvm wheel; needs qemu-user: ./scripts/bootstrap-boards)."""
     import signal
+    import sys
 
     from dlc import display, emulator
 
@@ -63,7 +64,9 @@ def emulate_command(arch, tracker, key, host, port):
         server = emulator.EmulatedServer(root, host=host, port=port, key=key, tracker=tracker)
     where = f", registered with {tracker} as {key!r}" if tracker else ""
     click.echo(f"emulated {arch} board serving on {host}:{server.port}{where} (Ctrl-C stops it)", err=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    # SIGTERM as SystemExit, so the `finally` below stops the server (a handler that waited
+    # for it itself would block on the wait the main thread is in).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         server.proc.wait()
     finally:
@@ -82,3 +85,16 @@ def list_command(tracker):
         click.echo(f"no boards registered at {host}:{port}")
     for key, info in sorted(queue.items()):
         click.echo(f"{key}: {info.get('free', 0)} free, {info.get('pending', 0)} pending")
+
+
+@board_group.command("setup", context_settings=CONTEXT)
+@click.argument("arch", type=click.Choice(["aarch64"]))
+def setup_command(arch):
+    """Build the emulated ARCH board's root into ~/.cache/dlc/boards (once; later calls
+    return at once). Needs qemu-user, apt-get and dpkg; no root."""
+    from dlc import display, emulator
+
+    console = display.make_console()
+    root = emulator.ensure_root(arch, on_step=lambda text: console.print(f"  {text}"))
+    state = f"built in {root.seconds:.1f} s" if root.seconds else "already in the cache"
+    click.echo(f"emulated {arch} board root {state}: {root.path}")
