@@ -44,12 +44,14 @@ class BoardSpec:
     host: str
     port: int
     key: str | None = None  # set: (host, port) is a tracker
-    timeout: float = 60.0  # seconds to get a session; a session's own calls get `session_timeout`
+    # Seconds to get a session (an emulated board on a loaded machine can take a minute to
+    # fork its session); a session's own calls get `session_timeout`.
+    timeout: float = 120.0
     session_timeout: float = 600.0
 
     @classmethod
     def from_flags(cls, *, rpc: str | None, tracker: str | None, key: str | None,
-                   timeout: float = 60.0) -> BoardSpec | None:
+                   timeout: float = 120.0) -> BoardSpec | None:
         if rpc and tracker:
             raise InputError("--rpc and --rpc-tracker both given",
                              hint="--rpc HOST:PORT for one server, or --rpc-tracker HOST:PORT --rpc-key KEY")
@@ -107,9 +109,11 @@ def servers_under(spec: BoardSpec) -> int:
     """How many servers a tracker holds under the key (1 for a single server); 0 is an error."""
     if not spec.is_tracker:
         return 1
-    queue = tracker_summary(spec.host, spec.port, timeout=spec.timeout).get("queue_info", {})
-    info = queue.get(spec.key, {})
-    count = int(info.get("free", 0)) + int(info.get("pending", 0))
+    summary = tracker_summary(spec.host, spec.port, timeout=spec.timeout)
+    queue = summary.get("queue_info", {})
+    # Servers stay connected to the tracker while they serve a session (and between a
+    # session's end and their next PUT, when the queue shows none free): count connections.
+    count = sum(s.get("key") == f"server:{spec.key}" for s in summary.get("server_info", []))
     if count == 0:
         known = ", ".join(f"{k!r} ({v.get('free', 0)} free)" for k, v in queue.items()) or "none"
         raise BoardError(f"no board is registered under key {spec.key!r} at tracker {spec.host}:{spec.port}",

@@ -593,8 +593,8 @@ def check_can_measure(target: TargetSpec) -> None:
         raise InputError(
             f"target '{target.name}' cannot run on this machine ({unrunnable}), so its kernels "
             "cannot be measured here",
-            hint="measure on the boards through an RPC tracker: --rpc-tracker HOST:PORT --rpc-key KEY (`dlc board emulate "
-            "aarch64` emulates one), or tune for a target this machine runs (`dlc targets`)",
+            hint="tune for a target this machine runs (`dlc targets` says which), or measure on the boards "
+            "through an RPC tracker: --rpc-tracker HOST:PORT --rpc-key KEY (`dlc board emulate aarch64` emulates one)",
         )
 
 
