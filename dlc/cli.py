@@ -15,7 +15,7 @@ import click
 
 from dlc import __version__, display
 from dlc.commands import CONTEXT
-from dlc.commands.board import board_group
+from dlc.commands.board import board_group, board_options, cross_option, flags_board, flags_target
 from dlc.commands.logs import logs_group
 from dlc.errors import DlcError, InputError
 
@@ -83,13 +83,6 @@ input_options = [
     click.option("--input-value", "input_values", multiple=True, metavar="NAME=NUMBER",
                  help="Fill an input with one number, e.g. sr=16000 (repeatable)."),
 ]
-board_options = [
-    click.option("--rpc", metavar="HOST:PORT", help="Run on the board whose RPC server is there."),
-    click.option("--rpc-tracker", metavar="HOST:PORT", help="Run on a board from this RPC tracker..."),
-    click.option("--rpc-key", metavar="KEY", help="...registered under this key."),
-]
-cross_option = click.option("--cross-compiler", metavar="CMD",
-                            help="Link with this instead of the target's (e.g. zig: PyPI ziglang).")
 tolerance_options = [
     click.option("--rtol", type=float, default=None, help="Relative tolerance [1e-3]."),
     click.option("--atol", type=float, default=None, help="Absolute tolerance [1e-3]."),
@@ -114,21 +107,6 @@ def _given_inputs(npz: Path | None, values: tuple[str, ...]) -> dict:
     given = read_npz(npz) if npz else {}
     given.update(parse_input_value(text) for text in values)
     return given
-
-
-def _board(rpc: str | None, rpc_tracker: str | None, rpc_key: str | None):
-    from dlc.boards import BoardSpec
-
-    return BoardSpec.from_flags(rpc=rpc, tracker=rpc_tracker, key=rpc_key)
-
-
-def _target(text: str, cross_compiler: str | None):
-    import dataclasses
-
-    from dlc.target import parse_target
-
-    spec = parse_target(text)
-    return dataclasses.replace(spec, cross_compiler=cross_compiler) if cross_compiler else spec
 
 
 def _tolerances(rtol: float | None, atol: float | None) -> dict[str, float]:
@@ -205,8 +183,8 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
     """Compile MODEL (.onnx) to a shared library for TARGET, then verify it (on a board with --rpc*)."""
     from dlc import build
 
-    spec = _target(target, cross_compiler)
-    board = _board(rpc, rpc_tracker, rpc_key)
+    spec = flags_target(target, cross_compiler)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     given = _given_inputs(inputs, input_values)
     output = output or Path(model.stem + ".so")
     build.check_output(output)  # before minutes of work, not after
@@ -237,7 +215,7 @@ def verify_command(model, library, rpc, rpc_tracker, rpc_key, inputs, input_valu
     from dlc.verify import verify
 
     given = _given_inputs(inputs, input_values)
-    board = _board(rpc, rpc_tracker, rpc_key)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     report = verify(model, library, inputs=given, seed=seed, board=board, **_tolerances(rtol, atol))
     display.print_report(report)
     _raise_on_mismatch(report, library)
@@ -258,7 +236,7 @@ def run_command(library, inputs, input_values, outputs, seed, rpc, rpc_tracker, 
     from dlc.verify import make_inputs
 
     given = _given_inputs(inputs, input_values)
-    board = _board(rpc, rpc_tracker, rpc_key)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     if board is not None:
         from dlc.boards import load_remote
 
@@ -376,8 +354,8 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
     from dlc import build, tuning
     from dlc.logstore import open_store
 
-    spec = _target(target, cross_compiler)
-    board = _board(rpc, rpc_tracker, rpc_key)
+    spec = flags_target(target, cross_compiler)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     given = _given_inputs(inputs, input_values)
     budget_seconds = parse_duration(time_budget) if time_budget else None
     task_names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None

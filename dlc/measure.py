@@ -1,8 +1,8 @@
 """Building and timing candidate kernels: the pluggable half of tuning.
 
-A builder turns scheduled kernels into loadable artifacts, a runner times them. Today
-both run on this machine; a board reached through TVM's RPC tracker will plug in an
-`ms.runner.RPCRunner` (and a cross-compiling builder) behind the same `measure` call.
+A builder turns scheduled kernels into loadable artifacts, a runner times them: on this
+machine by default, or on boards through TVM's RPC tracker (`dlc.boards.measuring_on`: an
+`ms.runner.RPCRunner` and this builder with a cross-linking export) behind the same `measure`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,32 @@ import click
 
 from dlc.commands import CONTEXT
 
+board_options = [
+    click.option("--rpc", metavar="HOST:PORT", help="Run on the board whose RPC server is there."),
+    click.option("--rpc-tracker", metavar="HOST:PORT", help="Run on a board from this RPC tracker..."),
+    click.option("--rpc-key", metavar="KEY", help="...registered under this key."),
+]
+cross_option = click.option("--cross-compiler", metavar="CMD",
+                            help="Link with this instead of the target's (e.g. zig: PyPI ziglang).")
+
+
+def flags_board(rpc: str | None, rpc_tracker: str | None, rpc_key: str | None):
+    """The boards the --rpc* flags name (None: run here)."""
+    from dlc.boards import BoardSpec
+
+    return BoardSpec.from_flags(rpc=rpc, tracker=rpc_tracker, key=rpc_key)
+
+
+def flags_target(text: str, cross_compiler: str | None):
+    """--target, with --cross-compiler (when given) replacing the preset's linker."""
+    import dataclasses
+
+    from dlc.target import parse_target
+
+    spec = parse_target(text)
+    return dataclasses.replace(spec, cross_compiler=cross_compiler) if cross_compiler else spec
+
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True,
                            help="Address to listen on (0.0.0.0: reachable from other machines).")
 
