@@ -96,9 +96,13 @@ def _in_time(call, seconds: float, what: str):
 
 
 def tracker_summary(host: str, port: int, *, timeout: float = 10.0) -> dict:
+    import socket
+
     from tvm import rpc
 
     try:
+        # TVM's own connect retries a refused connection for 60 s: probe once first.
+        socket.create_connection((host, port), timeout=min(timeout, 10.0)).close()
         return _in_time(lambda: rpc.connect_tracker(host, port).summary(), timeout, "tracker")
     except (OSError, RuntimeError, TimeoutError) as err:
         raise BoardError(f"cannot reach the RPC tracker at {host}:{port}: {err}",
@@ -285,10 +289,6 @@ def board_runner(spec: BoardSpec, *, workers: int, timeout_sec: float = 60.0) ->
 
     from tvm.s_tir import meta_schedule as ms
 
-    if not spec.is_tracker:
-        raise InputError("tuning measures through a tracker (MetaSchedule's RPCRunner needs one)",
-                         hint="start one with `dlc board tracker`, register the board with it, and pass "
-                         "--rpc-tracker HOST:PORT --rpc-key KEY")
     config = ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
                                  session_priority=1, session_timeout_sec=int(timeout_sec))
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
@@ -310,6 +310,10 @@ def measuring_on(target: TargetSpec, spec: BoardSpec) -> dict:
     pre-flight (the linker works, the boards answer and run the target's code)."""
     from dlc.measure import pooled_builder
 
+    if not spec.is_tracker:
+        raise InputError("dlc tune measures on boards through a tracker (MetaSchedule's RPCRunner needs one)",
+                         hint="start one with `dlc board tracker`, register the board with it, and pass "
+                         "--rpc-tracker HOST:PORT --rpc-key KEY")
     count = preflight(target, spec)
     log.info("measuring on %d board(s) under %s", count, spec)
     return {"builder": pooled_builder(f_export=export_function(target)),

@@ -89,3 +89,12 @@ def test_board_root_is_keyed_by_its_contents(tmp_path):
 def test_no_emulator_for_armv7():
     with pytest.raises(BoardError, match="no emulated board for 'arm'"):
         emulator.qemu_for("arm")
+
+
+def test_tuning_on_one_server_without_a_tracker_is_refused(tmp_path):
+    from tests import models
+
+    model = models.matmul_softmax(tmp_path / "m.onnx")
+    result = run_dlc("tune", str(model), "--target", "cortex-a72", "--rpc", "127.0.0.1:9090",
+                     "--logs", str(tmp_path / "logs"))
+    assert_fails(result, 2, "measures on boards through a tracker", "dlc board tracker")
