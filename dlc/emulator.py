@@ -40,20 +40,33 @@ DEBIAN_PACKAGES = (
 WHEELS = ("apache-tvm", "apache-tvm-ffi", "numpy", "ml_dtypes", "typing_extensions", "psutil")
 ROOT_FORMAT = 1
 
-# Runs on the board: the stock `python -m tvm.exec.rpc_server` re-executes the interpreter
-# in a worker process, which needs binfmt_misc; the server's own state runs in-process
-# (sessions are forked, which qemu-user handles).
+# Runs on the board. The stock `python -m tvm.exec.rpc_server` re-executes the interpreter
+# in a worker process, which needs binfmt_misc; so the server runs here, and its listening
+# loop runs on the main thread rather than in TVM's helper thread: each session is a fork,
+# and a fork of a multi-threaded guest can deadlock inside qemu-user (seen once: a session
+# child that never answered and ignored SIGTERM).
 _SERVER = """
-import sys
-from tvm.rpc.server import PopenRPCServerState
+import errno, socket, sys
+from tvm.rpc import server
 host, port, key, tracker = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 addr = None
 if tracker:
     th, tp = tracker.rsplit(":", 1)
     addr = (th, int(tp))
-state = PopenRPCServerState(host, port, port + 100, tracker_addr=addr, key=key)
-print(f"dlc-board-ready {state.port}", flush=True)
-state.thread.join()
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+for bound in range(port, port + 100):
+    try:
+        sock.bind((host, bound))
+        break
+    except OSError as err:
+        if err.errno != errno.EADDRINUSE:
+            raise
+else:
+    sys.exit(f"no free port in [{port}, {port + 100})")
+sock.listen(1)
+print(f"dlc-board-ready {bound}", flush=True)
+server._listen_loop(sock, bound, key, addr, None, None)
 """
 
 
@@ -236,15 +249,20 @@ class EmulatedServer:
         return self.log_file.read_text().count("connected from") if self.log_file else 0
 
     def terminate(self) -> None:
-        if self.proc.poll() is None:
-            import signal
+        import signal
 
+        if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        # Session children share the server's process group; a stuck one ignores SIGTERM.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def __enter__(self) -> EmulatedServer:
         return self
