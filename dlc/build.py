@@ -79,13 +79,16 @@ class TuningApplied:
     by_source: tuple[SourceShare, ...] = ()  # the same, per model the records were tuned on
     unusable_records: int = 0  # skipped: they do not load or replay with this TVM
     unusable_reason: str | None = None
+    compatible_unused: int = 0  # kernels a compatible target's records could cover (--accept-compatible)
 
 
-def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Path):
-    """Replace every kernel that has a tuned record (faster than its default) by that record."""
+def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Path, *, accept_compatible: bool = False):
+    """Replace every kernel that has a tuned record (faster than its default) by that record;
+    with `accept_compatible`, a kernel with no record for `target` takes the best record of a
+    compatible target's store (another CPU model of the same vector level), if it has one."""
     from tvm.relax.transform import MetaScheduleApplyDatabase
 
-    from dlc.logstore import open_store
+    from dlc.logstore import compatible_stores, open_store
     from dlc.schedule import is_scheduled
     from dlc.measure import load_cpu_tensor_intrinsics
     from dlc.tuning import extract_tasks
@@ -94,29 +97,48 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
         raise InputError(f"tuning-log directory '{logs}' not found", hint="tune first with `dlc tune`, or fix the path")
     store = open_store(logs, target, create=False)
     load_cpu_tensor_intrinsics()
+    tasks = extract_tasks(optimized, target)
     # Only each kernel's fastest usable record: one that does not load or replay is skipped
     # (and counted) there, instead of failing the whole build inside TVM.
-    with store.to_database(only_improvements=True, per_workload=1):
+    database = store.to_database(only_improvements=True, per_workload=1)
+    # A kernel this target's own records cover is theirs, even when they kept the default:
+    # they were measured here, a compatible target's were not.
+    covered = {t.workload_hash for t in tasks if store.best_seconds(t.workload_hash) is not None}
+    origin = {h: (store, trial) for h, trial in store.applied.items()}
+    unused: set[str] = set()
+    for other in compatible_stores(logs, target):
+        uncovered = {t.workload_hash for t in tasks} - covered
+        if not accept_compatible:
+            unused |= {h for h in uncovered if other.best_seconds(h) is not None}
+            continue
+        other.to_database(only_improvements=True, per_workload=1, database=database, exclude=covered)
+        origin.update({h: (other, trial) for h, trial in other.applied.items() if h in uncovered})
+        covered |= {h for h in uncovered if other.best_seconds(h) is not None}
+    with database:
         mod = MetaScheduleApplyDatabase()(mod)
-    tasks = extract_tasks(optimized, target)
     names = {t.name for t in tasks}
     tuned = {gvar.name_hint for gvar, func in mod.functions.items() if gvar.name_hint in names and is_scheduled(func)}
-    recorded = sum(store.best_seconds(t.workload_hash) is not None for t in tasks)
     total_flops = sum(t.weight * t.flops for t in tasks) or 1.0
     share = sum(t.weight * t.flops for t in tasks if t.name in tuned) / total_flops
     sources: dict[str, list[float]] = {}
     for task in tasks:
-        if task.name in tuned:
-            model = store.model_of(store.applied.get(task.workload_hash))
-            counts = sources.setdefault(f"{model[0]} ({model[1][:12]})" if model else "unknown models", [0, 0.0])
+        if task.name in tuned and task.workload_hash in origin:
+            source, trial = origin[task.workload_hash]
+            model = source.model_of(trial)
+            name = f"{model[0]} ({model[1][:12]})" if model else "unknown models"
+            if source is not store:
+                name += f" on compatible target {source.target_key}"
+            counts = sources.setdefault(name, [0, 0.0])
             counts[0] += 1
             counts[1] += task.weight * task.flops / total_flops
     by_source = tuple(SourceShare(name, int(n), f) for name, (n, f) in sorted(sources.items(), key=lambda kv: -kv[1][1]))
-    return mod, TuningApplied(Path(logs), target.key, len(tuned), recorded, len(tasks), share, by_source,
-                              store.unusable_records, store.unusable_reason())
+    unusable = store.unusable_records
+    return mod, TuningApplied(Path(logs), target.key, len(tuned), len(covered), len(tasks), share, by_source,
+                              unusable, store.unusable_reason(), len(unused))
 
 
-def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | None = None):
+def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | None = None, *,
+             accept_compatible: bool = False):
     import tvm
 
     from dlc.schedule import apply_default_schedules
@@ -128,7 +150,7 @@ def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | 
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             # Tuned records go first (they mark their kernels scheduled), then defaults.
             if tuning_logs is not None:
-                mod, applied = _apply_records(optimized, target, mod, tuning_logs)
+                mod, applied = _apply_records(optimized, target, mod, tuning_logs, accept_compatible=accept_compatible)
             mod = apply_default_schedules(mod, target).mod
             executable = tvm.compile(mod, target=tvm_target, relax_pipeline=_lowering_pipeline(tvm_target))
             return executable, applied
@@ -293,7 +315,25 @@ def _manifest(
                           for s in applied.by_source] if applied else [],
             "unusable_records": applied.unusable_records if applied else 0,
         },
+        # Per kernel: the ONNX nodes it computes and its FLOPs per call, for `dlc profile`.
+        "kernels": _kernel_table(optimized),
     }
+
+
+def _kernel_table(optimized: OptimizedModel) -> dict[str, dict[str, Any]]:
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+    from tvm.tirx import PrimFunc
+
+    table = {}
+    for gvar, func in optimized.mod.functions.items():
+        if isinstance(func, PrimFunc):
+            try:
+                flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+            except Exception:  # an aid for the profile only (e.g. a kernel with data-dependent loops)
+                flops = None
+            table[gvar.name_hint] = {"nodes": list(optimized.kernel_nodes.get(gvar.name_hint, ())), "flops": flops}
+    return table
 
 
 def _write_asm(executable, path: Path) -> None:
@@ -319,17 +359,20 @@ def build(
     output: Path | str,
     tuning_logs: Path | str | None = None,
     dump_asm: Path | None = None,
+    accept_compatible: bool = False,
 ) -> BuiltModule:
     """Compile for `target`, export `output` (a .so) and write its manifest beside it.
 
     `dump_asm`: also write the generated assembly there (which vector instructions the
     target got), before linking, so it is written even when no cross linker is installed.
+    `accept_compatible`: also apply records of compatible targets (`_apply_records`).
     """
     library = Path(output)
     check_output(library)
     linker_command(target)  # a missing cross linker fails now, not after the compile
     started = time.perf_counter()
-    executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None)
+    executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None,
+                                   accept_compatible=accept_compatible)
     if dump_asm is not None:
         _write_asm(executable, Path(dump_asm))
     manifest_file = manifest_path(library)

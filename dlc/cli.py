@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 
 from dlc import __version__, display
-from dlc.commands import CONTEXT
+from dlc.commands import CONTEXT, parse_input_shapes, input_shape_option
 from dlc.commands.board import board_group, board_options, cross_option, flags_board, flags_target
 from dlc.commands.logs import logs_group
+from dlc.commands.perf import bench_command, profile_command, report_command
+from dlc.commands.quantize import quantize_command
 from dlc.errors import DlcError, InputError
 
 
@@ -55,28 +57,6 @@ def cli(debug: bool) -> None:
     )
 
 
-def _input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    from dlc.frontend import parse_input_shape
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in values:
-        name, shape = parse_input_shape(text)
-        if name in shapes and shapes[name] != shape:
-            raise InputError(
-                f"--input-shape gives '{name}' twice ({shapes[name]} and {shape})",
-                hint="pass each input once",
-            )
-        shapes[name] = shape
-    return shapes
-
-
-input_shape_option = click.option(
-    "--input-shape",
-    "input_shapes",
-    multiple=True,
-    metavar="NAME:1x3x224x224",
-    help="Fix an input's shape (repeatable); also NAME:[1,3,224,224].",
-)
 input_options = [
     click.option("--inputs", type=click.Path(path_type=Path), metavar="FILE.npz",
                  help="Input arrays by name (numpy.savez); inputs not in it are seeded random."),
@@ -151,7 +131,7 @@ def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool,
 def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...], *, fold: bool = True, dump_ir=None):
     from dlc import frontend, pipeline
 
-    shapes = _input_shapes(input_shapes)
+    shapes = parse_input_shapes(input_shapes)
     with display.step(console, "loaded, checked and folded"):
         loaded = frontend.load_model(model, input_shapes=shapes, fold=fold)
     console.print(f"  nodes {loaded.nodes_before_folding} -> {loaded.nodes_after_folding} after folding")
@@ -172,19 +152,23 @@ def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...]
 @click.option("--dump-asm", type=click.Path(path_type=Path), metavar="FILE",
               help="Write the generated assembly here (see which vector instructions the target got).")
 @click.option("--tuning-logs", type=click.Path(path_type=Path), help="Apply the best tuned record per kernel from here.")
+@click.option("--accept-compatible", is_flag=True,
+              help="Also apply records tuned for another CPU of the same vector level (see `dlc logs list`).")
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
 @cross_option
 @_with(board_options)
 @_with(input_options)
 @_with(tolerance_options)
-def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, no_verify, no_fold,
-                    cross_compiler, rpc, rpc_tracker, rpc_key, inputs, input_values, rtol, atol, seed):
+def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, accept_compatible, no_verify,
+                    no_fold, cross_compiler, rpc, rpc_tracker, rpc_key, inputs, input_values, rtol, atol, seed):
     """Compile MODEL (.onnx) to a shared library for TARGET, then verify it (on a board with --rpc*)."""
     from dlc import build
 
     spec = flags_target(target, cross_compiler)
     board = flags_board(rpc, rpc_tracker, rpc_key)
+    if accept_compatible and tuning_logs is None:
+        raise InputError("--accept-compatible needs --tuning-logs DIR", hint="name the tuning-log directory")
     given = _given_inputs(inputs, input_values)
     output = output or Path(model.stem + ".so")
     build.check_output(output)  # before minutes of work, not after
@@ -192,7 +176,8 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
     console.print(f"[bold]dlc[/] {model} -> {output}  target [cyan]{spec.name}[/] ({spec})")
     optimized = _load_and_optimize(console, model, spec, input_shapes, fold=not no_fold, dump_ir=dump_ir)
     with display.step(console, f"built {output}"):
-        built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm)
+        built = build.build(optimized, spec, output=output, tuning_logs=tuning_logs, dump_asm=dump_asm,
+                            accept_compatible=accept_compatible)
     display.print_tuning_applied(console, built.tuning)
     if dump_asm:
         console.print(f"  assembly written to {dump_asm}")
@@ -416,6 +401,10 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
 
 
 cli.add_command(logs_group)
+cli.add_command(bench_command)
+cli.add_command(profile_command)
+cli.add_command(report_command)
+cli.add_command(quantize_command)
 cli.add_command(board_group)
 
 

@@ -50,7 +50,12 @@ def print_tuning_applied(console, applied) -> None:
     kept = applied.tasks_recorded - applied.tasks_with_records
     if kept:
         console.print(f"  {kept} kernel(s) keep their default schedule, measured faster than their best record")
-    if applied.tasks_recorded == 0:
+    if applied.compatible_unused:
+        console.print(
+            f"  {applied.compatible_unused} more kernel(s) have records for a compatible target (another CPU "
+            "of the same vector level) [dim](pass --accept-compatible to apply them)[/]"
+        )
+    elif applied.tasks_recorded == 0:
         console.print(
             f"  [yellow]no records for target key {applied.target_key} in {applied.logs}[/]"
             f" [dim](tune with `dlc tune ... --target` the same target)[/]"
@@ -100,6 +105,9 @@ def print_tuning_result(result) -> None:
     if result.unusable_records:
         console.print(f"[yellow]{result.unusable_records} record(s) on disk skipped: they do not load or replay "
                       "with this TVM[/] [dim](`dlc logs check` lists them)[/]")
+    if result.compatible:
+        console.print(f"warm start from compatible target(s) {', '.join(result.compatible)}: "
+                      f"{result.compatible_seeds} of their best record(s) measured here first")
     warm = result.warm_start
     if warm is not None and warm.records:
         console.print(f"cost model warm-started on {warm.records} record(s) of {warm.kernels} other kernel(s) "

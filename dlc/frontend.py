@@ -87,6 +87,9 @@ class ImportedModel:
     mod: tvm.IRModule
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # "name (OpType)" of each node of the folded model; main's bindings are named `onnx<index>`
+    # (dlc.nodemap), so kernels can name the nodes they came from.
+    node_labels: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- shapes from the command line
@@ -411,14 +414,14 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
 
 def import_model(loaded: LoadedModel) -> ImportedModel:
     """Convert to a Relax IRModule with weights bound as constants."""
-    from tvm.relax.frontend.onnx import from_onnx
+    from dlc.nodemap import import_with_node_names, node_label
 
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
     dtypes = {spec.name: spec.dtype for spec in loaded.inputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the importer re-runs the checker and warns loudly
-            mod = from_onnx(loaded.model, shape_dict=shapes, dtype_dict=dtypes)
+            mod = import_with_node_names(loaded.model, shapes, dtypes)
     except Exception as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelImportError(
@@ -426,7 +429,8 @@ def import_model(loaded: LoadedModel) -> ImportedModel:
             hint="run with --debug for the importer's traceback; `dlc inspect` lists the ops",
         ) from err
     outputs = _relax_output_specs(mod, loaded.output_names)
-    return ImportedModel(source=loaded, mod=mod, inputs=loaded.inputs, outputs=outputs)
+    labels = tuple(node_label(node) for node in loaded.model.graph.node)
+    return ImportedModel(source=loaded, mod=mod, inputs=loaded.inputs, outputs=outputs, node_labels=labels)
 
 
 def _relax_output_specs(mod: tvm.IRModule, names: tuple[str, ...]) -> tuple[TensorSpec, ...]:

@@ -101,6 +101,29 @@ def isa_features(arch: str, llvm_features) -> list[str]:
     return sorted({str(f) for f in llvm_features} & table.keys())
 
 
+# The vector instruction sets that decide how dlc and MetaSchedule schedule a kernel (the
+# vector width and whether it has fused multiply-add), widest first. Two CPUs at one level
+# run each other's tuned schedules well; other features (bf16, vnni, sha...) only decide
+# whether a record using their intrinsics replays, which loading a record checks anyway.
+_VECTOR_LEVELS = {
+    "x86_64": (("avx512", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}), ("avx2", {"avx2", "fma"}),
+               ("avx", {"avx"}), ("sse", set())),
+    "aarch64": (("sve", {"sve"}), ("neon", {"neon"}), ("scalar", set())),
+    "armv7": (("neon", {"neon"}), ("scalar", set())),
+}
+_VECTOR_LEVELS["i386"] = _VECTOR_LEVELS["x86_64"]
+
+
+def vector_level(arch: str, llvm_features) -> str:
+    """The widest vector instruction set among `llvm_features` on `arch` ("avx512", "avx2",
+    "neon"...): tuned schedules carry over between CPUs of one arch and level."""
+    have = {str(f) for f in llvm_features}
+    for level, needs in _VECTOR_LEVELS.get(normalize_arch(arch), ()):
+        if needs <= have:
+            return level
+    return "scalar"
+
+
 def missing_on_host(arch: str, llvm_features) -> list[str]:
     """Which of `llvm_features` this machine cannot execute (all of them on another arch)."""
     arch = normalize_arch(arch)

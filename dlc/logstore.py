@@ -177,14 +177,15 @@ class LogStore:
     # ------------------------------------------------------------ MetaSchedule view
 
     def to_database(self, *, only_improvements: bool = False, per_workload: int | None = None,
-                    include_defaults: bool = False, database: ms.database.Database | None = None):
+                    include_defaults: bool = False, database: ms.database.Database | None = None,
+                    exclude: frozenset[str] | set[str] = frozenset()):
         """A MetaSchedule database (a new MemoryDatabase unless one is given) of this target's
         successful trials, fastest first, at most `per_workload` per kernel. Each record is
         loaded, and so replayed on its kernel, on its own, and a kernel's fastest is also
         applied the way a build applies it: a record another TVM wrote, or a damaged line, is
         skipped and counted in `unusable`, not fatal. With `only_improvements`, a kernel whose fastest usable record is
-        not measurably faster than its default schedule is left out (MEASURABLE_GAIN).
-        `applied` maps each kernel to its fastest record put in."""
+        not measurably faster than its default schedule is left out (MEASURABLE_GAIN), as
+        are the kernels in `exclude`. `applied` maps each kernel to its fastest record put in."""
         from tvm.s_tir import meta_schedule as ms
 
         database = database if database is not None else ms.database.MemoryDatabase()
@@ -192,7 +193,7 @@ class LogStore:
         for workload_hash, trials in self.trials.items():
             ranked = sorted((t for t in trials if t.run_secs and t.record_json is not None
                              and (include_defaults or t.candidate_hash != DEFAULT)), key=lambda t: _mean(t.run_secs))
-            if workload_hash not in self.workloads or not ranked:
+            if workload_hash not in self.workloads or workload_hash in exclude or not ranked:
                 continue
             workload = self._commit_workload(database, workload_hash, ranked)
             committed = 0
@@ -318,6 +319,25 @@ def open_store(root: Path | str, target: TargetSpec, *, create: bool = True) -> 
     store = LogStore(path, target.key, header=header)
     _load(store)
     return store
+
+
+def compatible_stores(root: Path | str, target: TargetSpec) -> list[LogStore]:
+    """The stores under `root` of targets compatible with `target` (another CPU model or core
+    count, the same kind, arch and vector level: TargetSpec.compatible_with), largest first.
+    Folders that are not dlc stores, or whose target this TVM does not take, are passed over."""
+    from dlc.errors import DlcError
+    from dlc.target import TargetSpec
+
+    found = []
+    for header_path in sorted(Path(root).glob("*/target.json")):
+        try:
+            header = read_header(header_path.parent)
+            other = TargetSpec(str(header.get("key") or header_path.parent.name), dict(header.get("target") or {}))
+            if target.compatible_with(other):
+                found.append(open_folder(header_path.parent))
+        except DlcError as err:
+            log.debug("not a compatible store: %s: %s", header_path.parent, err)
+    return sorted(found, key=lambda store: -sum(map(len, store.trials.values())))
 
 
 def open_folder(path: Path | str) -> LogStore:

@@ -9,9 +9,9 @@ the same workload keys as the kernels `build` later compiles.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from dlc.errors import BuildError, InputError
 
@@ -35,6 +35,8 @@ class OptimizedModel:
     kernels: int
     # The layout `optimize` chose: "NHWC", or "model's own (<why>)" for the build to report.
     layout: str = "not recorded"
+    # Kernel name -> labels of the ONNX nodes it computes (dlc.nodemap), for profiles.
+    kernel_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # Convolutions run channels-last on CPUs: the output channel becomes the innermost,
@@ -381,17 +383,20 @@ def optimize(
     """
     import tvm
 
+    from dlc.nodemap import FusionSnapshot, keep_names, kernel_nodes
+
     tvm_target = target.to_tvm()
     mod = imported.mod
+    snapshot = FusionSnapshot()
     _dump(mod, dump_ir, "01-imported.py")
     layout = _layout_plan(mod, target)
 
     def run(convert: bool):
-        passes = _graph_passes(target, layout=convert) + _fusion_passes(tvm_target)
+        passes = keep_names(_graph_passes(target, layout=convert)) + _fusion_passes(tvm_target)
         return tvm.transform.Sequential(passes)(mod)
 
     try:
-        with tvm_target, tvm.transform.PassContext(opt_level=3):
+        with tvm_target, tvm.transform.PassContext(opt_level=3, instruments=[snapshot.instrument]):
             fused = None
             if layout == "NHWC":
                 try:
@@ -418,4 +423,13 @@ def optimize(
     _dump(mod, dump_ir, "02-fused.py")
     kernels = count_kernels(mod)
     log.info("fused into %d kernels, layout %s", kernels, layout)
-    return OptimizedModel(source=imported, mod=mod, kernels=kernels, layout=layout)
+    labels = imported.node_labels
+    nodes = kernel_nodes(snapshot, _kernel_names(mod))
+    named = {k: tuple(labels[i] for i in v if i < len(labels)) for k, v in nodes.items()}
+    return OptimizedModel(source=imported, mod=mod, kernels=kernels, layout=layout, kernel_nodes=named)
+
+
+def _kernel_names(mod: tvm.IRModule) -> list[str]:
+    from tvm.tirx import PrimFunc
+
+    return [gvar.name_hint for gvar, func in mod.functions.items() if isinstance(func, PrimFunc)]

@@ -123,6 +123,11 @@ class LoadedLibrary:
 
         return call
 
+    def set_instrument(self, callback) -> None:
+        """Call `callback(func, name, before, ret, *args)` around every call the VM makes
+        (kernels and builtins); None removes it. Used by dlc.profile."""
+        self._vm.set_instrument(callback)
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self.bind(inputs)()
         # A single-output model returns a Tensor, a multi-output one an Array of them.

@@ -149,6 +149,19 @@ class TargetSpec:
 
         return hostcpu.isa_features(self.arch, codegen.llvm_get_cpu_features(self.to_tvm()))
 
+    def isa_class(self) -> tuple[str, str, str]:
+        """(kind, arch, vector level): targets of one class share tuned schedules."""
+        if self.kind != "llvm":
+            return (self.kind, self.arch, "")
+        from tvm.target import codegen
+
+        return (self.kind, self.arch, hostcpu.vector_level(self.arch, codegen.llvm_get_cpu_features(self.to_tvm())))
+
+    def compatible_with(self, other: TargetSpec) -> bool:
+        """Another CPU model (or core count) of the same kind, arch and vector level: its
+        tuning records are a good start here, though measured on another machine."""
+        return self.key != other.key and self.isa_class() == other.isa_class()
+
     def unrunnable_reason(self) -> str | None:
         """Why code built for this target cannot execute on this machine (None: it can)."""
         if self.kind != "llvm":

@@ -24,7 +24,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from dlc.logstore import MEASURABLE_GAIN, LogStore, Trial
 
@@ -260,38 +260,44 @@ def spread(items: list, count: int) -> list:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def warm_start(cost_model, database, kernels: StoreKernels, target, *, exclude: set[str],
+def warm_start(cost_model, sources: list[tuple[StoreKernels, Callable[[str], bool]]], target, *,
                prefer: set | frozenset = frozenset(), limit: int = WARM_START_RECORDS,
                per_kernel: int = WARM_START_PER_KERNEL, num_threads: int = 1) -> WarmStart:
-    """Teach `cost_model` measured records of the store's kernels outside `exclude`, as
-    `database` (the store's, loaded record by record, bad ones skipped) holds them: at most
-    `per_kernel` of each, spread over its ranking, and `limit` in all; kernels of a class in
-    `prefer` (the model's own) first, then the most recently tuned. Trains once, at the end."""
+    """Teach `cost_model` measured records of each source's kernels that its predicate takes
+    (by workload hash; each record loaded on its own, bad ones skipped): at most `per_kernel` of each,
+    spread over its ranking, and `limit` in all; the sources in order, and in each, kernels
+    of a class in `prefer` (the model's own) first, then the most recently tuned. Trains
+    once, at the end."""
     from tvm.s_tir import meta_schedule as ms
 
     started = time.perf_counter()
-    hashes = [h for h in kernels.measured() if h not in exclude]
-    if prefer:
-        hashes.sort(key=lambda h: (shape := kernels.shape(h)) is None or shape.kind not in prefer)
+    scratch = ms.database.MemoryDatabase()
     groups, total, skipped = [], 0, 0
-    for h in hashes:
-        if total >= limit:
-            break
-        loaded = kernels.workload(h)
-        if loaded is None:
-            continue
-        workload = database.commit_workload(loaded.mod)  # the one the database holds
-        records = spread(list(database.get_top_k(workload, len(kernels.ranked(h)))), min(per_kernel, limit - total))
-        pairs = []
-        for record in records:
-            try:
-                pairs.append((record.as_measure_candidate(), ms.runner.RunnerResult(list(record.run_secs), None)))
-            except Exception:  # noqa: BLE001 - a record that does not replay teaches nothing
-                skipped += 1
-        if len(pairs) < 2:  # costs are compared within a kernel: one record teaches nothing
-            continue
-        groups.append((ms.TuneContext(workload.mod, target=target, num_threads=num_threads), pairs))
-        total += len(pairs)
+    for kernels, wanted in sources:
+        hashes = [h for h in kernels.measured() if wanted(h)]
+        if prefer:
+            hashes.sort(key=lambda h: (shape := kernels.shape(h)) is None or shape.kind not in prefer)
+        for h in hashes:
+            if total >= limit:
+                break
+            loaded = kernels.workload(h)
+            if loaded is None:
+                continue
+            workload = scratch.commit_workload(loaded.mod)
+            pairs = []
+            for trial in spread(kernels.ranked(h), min(per_kernel, limit - total)):
+                record = kernels.store.load_record(trial, workload)
+                if record is None:
+                    skipped += 1
+                    continue
+                try:
+                    pairs.append((record.as_measure_candidate(), ms.runner.RunnerResult(list(trial.run_secs), None)))
+                except Exception:  # noqa: BLE001 - a record that does not replay teaches nothing
+                    skipped += 1
+            if len(pairs) < 2:  # costs are compared within a kernel: one record teaches nothing
+                continue
+            groups.append((ms.TuneContext(workload.mod, target=target, num_threads=num_threads), pairs))
+            total += len(pairs)
     adaptive = hasattr(cost_model, "last_train_size")
     for i, (context, pairs) in enumerate(groups):
         if adaptive:

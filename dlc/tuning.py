@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from dlc import usable_cpus
 from dlc.errors import InputError, TuningError
-from dlc.logstore import DEFAULT, MEASURABLE_GAIN, LogStore, Trial, open_store
+from dlc.logstore import DEFAULT, MEASURABLE_GAIN, LogStore, Trial, compatible_stores, open_store
 from dlc.measure import load_cpu_tensor_intrinsics, local_runner, measure, pooled_builder, reason
 from dlc.provenance import Provenance
 from dlc.transfer import StoreKernels, TransferOutcome, WarmStart, kernel_shape, replay, transferred_candidates, warm_start
@@ -58,6 +58,8 @@ CONTRACTION_FLOPS_PER_OUTPUT = 64
 # searched again (four batches: the local descent around the default and the first
 # evolutionary rounds, where most of a kernel's gain comes); its records are used as they are.
 ENOUGH_TRIALS = 64
+SEARCH_SEEDS = 64  # a kernel's best records the search database holds
+COMPATIBLE_SEEDS = 2  # best records per kernel from each compatible target, measured before the search
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class TuningResult:
     unusable_records: int = 0  # records on disk that did not load or replay here (skipped)
     warm_start: WarmStart | None = None  # the cost model's training on other kernels' records
     transfers: tuple[TransferOutcome, ...] = ()  # --transfer-only: each kernel it measured records for
+    compatible: tuple[str, ...] = ()  # keys of compatible targets whose records warm-started the search
+    compatible_seeds: int = 0  # their best records, measured here first (counted in trials_run)
 
     @property
     def estimated_model_us(self) -> float | None:
@@ -286,7 +290,7 @@ class _Search:
     """The state of one `tune` call: tasks, store, database, cost model, budget."""
 
     def __init__(self, store: LogStore, target: TargetSpec, builder, runner, *, seed: int, batch: int,
-                 load_records: bool = True):
+                 load_records: frozenset[str] = frozenset()):
         from tvm.s_tir import meta_schedule as ms
 
         from dlc.schedules.cpu import cpu_params
@@ -301,9 +305,11 @@ class _Search:
         self.batch = batch
         self.cores = usable_cpus()
         self.cpu = cpu_params(target)
-        # Every record, replayed one by one: the search seeds its populations from them (a
-        # transfer needs only a few, which it loads itself).
-        self.database = store.to_database() if load_records else ms.database.MemoryDatabase()
+        # The best records of `load_records` (the model's kernels), replayed one by one: the
+        # search seeds its populations from them (a quarter of 128 at most). Not the whole
+        # store: a replay costs ~8 ms (16 s for 2000 records), and the warm start and transfer
+        # load the few they use; _measure skips known candidates by the store, not by this.
+        self.database = store.to_database(exclude=set(store.trials) - load_records, per_workload=SEARCH_SEEDS)
         self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.cores, verbose_eval=0)
         self.quiet = logging.getLogger("dlc.tuning.metaschedule")
         self.quiet.setLevel(logging.WARNING)
@@ -426,13 +432,52 @@ class _Search:
         state.context = context
         return context
 
-    def warm_start(self, searched: list[TuningTask], model: list[TuningTask]) -> WarmStart:
+    def warm_start(self, searched: list[TuningTask], model: list[TuningTask], compatible: list[LogStore]) -> WarmStart:
         """Train the cost model once on the store's records of kernels other than `searched`
         (whose own records each search teaches it as it starts), those of the classes of the
-        `model`'s kernels first."""
+        `model`'s kernels first; then on compatible targets' records of the `searched` kernels
+        (timed on another CPU of the same vector level: how candidates rank carries over)."""
         prefer = {shape.kind for shape in map(kernel_shape, (t.mod for t in model)) if shape is not None}
-        return warm_start(self.cost_model, self.database, StoreKernels(self.store), self.tvm_target,
-                          exclude={t.workload_hash for t in searched}, prefer=prefer, num_threads=self.cores)
+        own = {t.workload_hash for t in searched}
+        sources = [(StoreKernels(self.store), lambda h: h not in own)]
+        sources += [(StoreKernels(other), own.__contains__) for other in compatible]
+        return warm_start(self.cost_model, sources, self.tvm_target, prefer=prefer, num_threads=self.cores)
+
+    def seed_from_compatible(self, states: list[_TaskState], compatible: list[LogStore], *, budget: int) -> int:
+        """Measure here, before any search, the best few records that compatible targets hold for
+        each kernel with no search record of its own: a colleague's tuning on another CPU of the
+        same vector level is the search's starting point (its population and local moves start
+        from the best measured record). Returns the trials measured (they count as trials)."""
+        import tvm_ffi
+
+        measured = 0
+        for state in states:
+            task = state.task
+            if self.store.trial_count(task.workload_hash) or measured >= budget:
+                continue
+            postprocs = None
+            candidates, seen = [], set()
+            for other in compatible:
+                source = StoreKernels(other)
+                workload = source.workload(task.workload_hash) if task.workload_hash in other.workloads else None
+                for trial in source.ranked(task.workload_hash)[:COMPATIBLE_SEEDS] if workload is not None else ():
+                    record = other.load_record(trial, workload)  # one that does not load is skipped
+                    if record is None:
+                        continue
+                    if postprocs is None:
+                        postprocs = self.ms.TuneContext(task.mod, target=self.tvm_target, num_threads=self.cores,
+                                                        space_generator=self._design_space(task),
+                                                        logger=self.quiet).space_generator.postprocs
+                    candidate = replay(task.mod, record.trace, postprocs)
+                    key = str(tvm_ffi.structural_hash(candidate.sch.mod)) if candidate is not None else None
+                    if key is not None and key not in seen:
+                        seen.add(key)
+                        candidates.append(candidate)
+            if candidates:
+                fresh, _ = self._measure(state, candidates[:budget - measured],
+                                         self.store.measured_candidates(task.workload_hash))
+                measured += fresh
+        return measured
 
     def transfer(self, states: list[_TaskState]) -> list[TransferOutcome]:
         """Measure, for each kernel, the nearest kernels' best records replayed on it (dlc.transfer)
@@ -644,7 +689,10 @@ def tune(
     on_disk = sum(store.trial_count(t.workload_hash) for t in selected)
     budget = max(0, trials - on_disk)
     search = _Search(store, target, builder or pooled_builder(), runner or local_runner(), seed=seed,
-                     batch=trials_per_batch, load_records=not transfer_only)
+                     batch=trials_per_batch,
+                     load_records=frozenset() if transfer_only else frozenset(t.workload_hash for t in all_tasks))
+    compatible = compatible_stores(logs, target) if warm and not transfer_only else []
+    seeds = 0
     states = [_TaskState(t, best_us=_us(store.best_seconds(t.workload_hash))) for t in all_tasks]
     done, batch_seconds = 0, []
     stop: StopReason = "transferred" if transfer_only else "already-done" if budget == 0 or not selected else "trials"
@@ -679,8 +727,12 @@ def tune(
             search.measure_defaults(states)
             _headroom_priors(states)
             record_curve()
+            if compatible and budget:
+                seeds = search.seed_from_compatible([states[t.index] for t in selected], compatible, budget=budget)
+                done += seeds
+                record_curve()
         if warm and budget and selected:
-            warm_started = search.warm_start(selected, all_tasks)
+            warm_started = search.warm_start(selected, all_tasks, compatible)
         chosen = [states[t.index] for t in selected]
         while budget and selected and done < budget:
             elapsed = time.perf_counter() - started
@@ -729,4 +781,4 @@ def tune(
     )
     return TuningResult(store.path, store.target_key, outcomes, done, on_disk, time.perf_counter() - started, stop,
                         tuple(curve), tuple(all_tasks[i].name for i in sorted(already)), store.unusable_records,
-                        warm_started, tuple(transfers))
+                        warm_started, tuple(transfers), tuple(c.target_key for c in compatible), seeds)

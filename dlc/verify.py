@@ -197,6 +197,17 @@ def run_onnxruntime(model_path: Path, inputs: Mapping[str, np.ndarray]) -> dict[
         ) from err
 
 
+def check_built_from(manifest, model_path: Path, *, doing: str) -> None:
+    """Refuse a library compiled from another model than `model_path` (the manifest keeps its sha256)."""
+    built_from = manifest.data.get("model", {})
+    if built_from.get("sha256") not in (None, file_sha256(model_path)):
+        raise InputError(
+            f"'{manifest.library.name}' was compiled from '{built_from.get('file')}', not from "
+            f"'{model_path.name}' (their contents differ)",
+            hint=f"{doing} a library against the ONNX file it was compiled from",
+        )
+
+
 def verify(
     model_path: Path | str,
     library: Path | str,
@@ -216,13 +227,7 @@ def verify(
     model_path = Path(model_path)
     model = read_onnx(model_path)
     manifest = read_manifest(library)
-    built_from = manifest.data.get("model", {})
-    if built_from.get("sha256") not in (None, file_sha256(model_path)):
-        raise InputError(
-            f"'{manifest.library.name}' was compiled from '{built_from.get('file')}', not from "
-            f"'{model_path.name}' (their contents differ)",
-            hint="verify a library against the ONNX file it was compiled from",
-        )
+    check_built_from(manifest, model_path, doing="verify")
     if board is not None:
         from dlc.boards import RemoteLibrary
 

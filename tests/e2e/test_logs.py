@@ -16,7 +16,7 @@ from dlc.logarchive import export_store
 from dlc.logcheck import check
 from dlc.logfiles import identity, read_jsonl
 from dlc.logstore import DEFAULT, open_folder
-from dlc.target import parse_target
+from dlc.target import TargetSpec, parse_target
 from dlc.verify import verify
 from tests import models
 from tests.conftest import run_dlc
@@ -169,3 +169,34 @@ def test_tune_skips_kernels_other_models_tuned_and_survives_a_damaged_record(tea
     store = open_folder(folder)
     new = [t for trials in store.trials.values() for t in trials if t.run and store.model_of(t)[0] == "other_weights.onnx"]
     assert len([t for t in new if t.candidate_hash != DEFAULT]) == 4
+
+
+def test_a_compatible_targets_records_apply_when_accepted_and_warm_start_its_tuning(teams, tmp_path):
+    """Team a's records, measured for this CPU, used for a compatible target: the same CPU
+    named with an explicit triple (another key, the same kind, arch and vector level)."""
+    from tvm.target import codegen
+
+    root, built = teams
+    shutil.copytree(root / "a", tmp_path / "logs")
+    # Search records only (no default timings), so that whether 4 trials beat the default on
+    # a busy machine does not decide what applies.
+    folder = tmp_path / "logs" / HOST.key
+    _write(folder, [line for line in _lines(folder) if line["candidate"] != DEFAULT])
+    other = TargetSpec("explicit-triple", {**HOST.config, "mtriple": str(codegen.llvm_get_system_triple())})
+    assert other.key != HOST.key and other.compatible_with(HOST)
+    model, _ = built["a"]
+    optimized = pipeline.optimize(frontend.import_model(frontend.load_model(model)), other)
+
+    offered = build.build(optimized, other, output=tmp_path / "offered.so", tuning_logs=tmp_path / "logs")
+    assert offered.tuning.tasks_with_records == 0 and offered.tuning.compatible_unused >= 1
+    accepted = build.build(optimized, other, output=tmp_path / "accepted.so", tuning_logs=tmp_path / "logs",
+                           accept_compatible=True)
+    assert accepted.tuning.tasks_with_records >= 1
+    assert all(s.model.endswith(f"on compatible target {HOST.key}") for s in accepted.tuning.by_source)
+    assert verify(model, accepted.library).passed
+
+    # Tuning for the other target measures team a's best records here before it searches,
+    # and its cost model starts from them; the new records go to the other target's folder.
+    result = tuning.tune(optimized, other, logs=tmp_path / "logs", trials=4, trials_per_batch=4)
+    assert result.compatible == (HOST.key,) and 1 <= result.compatible_seeds <= result.trials_run == 4
+    assert result.target_key == other.key and (tmp_path / "logs" / other.key / "records.jsonl").exists()

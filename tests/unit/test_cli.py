@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import assert_fails, run_dlc
 
-COMMANDS = ["compile", "verify", "run", "inspect", "targets", "board", "board emulate", "board tracker", "board list", "board setup"]
+COMMANDS = ["compile", "verify", "run", "inspect", "targets", "bench", "profile", "report",
+            "board", "board emulate", "board tracker", "board list", "board setup"]
 
 
 @pytest.mark.parametrize("command", [[], *[c.split() for c in COMMANDS]])

@@ -354,3 +354,17 @@ def test_other_architectures_never_run_here() -> None:
     reason = parse_target("cortex-a72").unrunnable_reason()
     if platform.machine().lower() not in ("aarch64", "arm64"):
         assert reason.startswith("it is aarch64 code")
+
+
+@pytest.mark.parametrize("a, b, compatible", [
+    ("skylake", "znver3", True),  # both AVX2 + FMA: each other's tuned schedules carry over
+    ("skylake-avx512", "llvm -mcpu=znver4", True),
+    ("skylake", "skylake-avx512", False),  # another vector width
+    ("cortex-a72", "cortex-a53", True),
+    ("cortex-a72", "znver3", False),  # another arch
+    ("znver3", "llvm -mcpu=znver3 -num-cores=4", False),  # the same key: not "another" target
+])
+def test_compatible_targets_share_kind_arch_and_vector_level(a: str, b: str, compatible: bool) -> None:
+    first, second = parse_target(a), parse_target(b)
+    assert first.compatible_with(second) is compatible
+    assert second.compatible_with(first) is compatible
