@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -187,22 +188,70 @@ def check_output(library: Path) -> None:
         raise InputError(f"cannot write to '{folder}': {err.strerror}", hint="pick a writable -o PATH") from err
 
 
-def _linker(target: TargetSpec):
-    from tvm.support import cc
+# Debian's cross g++ per target architecture; `zig` is the PyPI ziglang alternative.
+_DEBIAN_CROSS = {"aarch64": "g++-aarch64-linux-gnu", "armv7": "g++-arm-linux-gnueabihf"}
+_ZIG_TRIPLES = {"aarch64": "aarch64-linux-gnu", "armv7": "arm-linux-gnueabihf"}
+ZIG = "zig"
+
+
+def _install_hint(target: TargetSpec, program: str) -> str:
+    package = _DEBIAN_CROSS.get(target.arch) if program.endswith("g++") else None
+    debian = f"apt-get install {package}" if package else f"install {program!r}"
+    return f"on Debian: {debian}; or pip install ziglang and pass --cross-compiler zig"
+
+
+def linker_command(target: TargetSpec) -> list[str] | None:
+    """The command that links a library for `target` (None: the host's compiler).
+
+    `target.cross_compiler` is a command line ("aarch64-linux-gnu-g++", "clang++ --target=...")
+    or `zig`, which links with the PyPI `ziglang` package for the target's triple."""
+    import shlex
+    from importlib.util import find_spec
 
     if not target.cross_compiler:
         return None
-    if shutil.which(target.cross_compiler) is None:
+    words = shlex.split(target.cross_compiler)
+    if words == [ZIG]:
+        if target.arch not in _ZIG_TRIPLES:
+            raise BuildError(f"dlc knows no zig triple for architecture {target.arch!r}",
+                             hint="pass --cross-compiler with a cross g++ for it")
+        if find_spec("ziglang") is None:
+            raise BuildError("--cross-compiler zig needs the ziglang package, which is not installed",
+                             hint="pip install ziglang==0.17.1 (or use Debian's cross g++: "
+                             f"apt-get install {_DEBIAN_CROSS.get(target.arch, 'g++-<triple>')})")
+        return [sys.executable, "-m", "ziglang", "c++", "-target", _ZIG_TRIPLES[target.arch]]
+    if not words or shutil.which(words[0]) is None:
         raise BuildError(
             f"cross compiler {target.cross_compiler!r} for target '{target.name}' is not installed",
-            hint="on Debian: apt-get install g++-aarch64-linux-gnu g++-arm-linux-gnueabihf",
+            hint=_install_hint(target, words[0] if words else ""),
         )
-    return cc.cross_compiler(target.cross_compiler)
+    return words
+
+
+def _cross_link(command: list[str], output: str, objects, options=None) -> None:
+    """export_library's fcompile: link `objects` into the shared library `output`."""
+    import subprocess
+
+    objects = [objects] if isinstance(objects, str) else list(objects)
+    line = [*command, "-shared", "-fPIC", "-o", output, *objects, *(options or [])]
+    done = subprocess.run(line, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BuildError(f"the cross linker failed: {(done.stderr or done.stdout).strip()[-500:]}",
+                         hint="command: " + " ".join(line))
+
+
+def linker(target: TargetSpec):
+    """An `export_library` fcompile for `target` (None: the host's compiler); picklable, so
+    MetaSchedule's builder workers can use it."""
+    import functools
+
+    command = linker_command(target)
+    return None if command is None else functools.partial(_cross_link, command)
 
 
 def _link(executable, staged: Path, target: TargetSpec) -> None:
     try:
-        executable.export_library(str(staged), fcompile=_linker(target))
+        executable.export_library(str(staged), fcompile=linker(target))
     except DlcError:
         raise
     except Exception as err:
@@ -320,6 +369,7 @@ def build(
     """
     library = Path(output)
     check_output(library)
+    linker_command(target)  # a missing cross linker fails now, not after the compile
     started = time.perf_counter()
     executable, applied = _compile(optimized, target, Path(tuning_logs) if tuning_logs else None,
                                    accept_compatible=accept_compatible)

@@ -15,6 +15,7 @@ import click
 
 from dlc import __version__, display
 from dlc.commands import CONTEXT, parse_input_shapes, input_shape_option
+from dlc.commands.board import board_group, board_options, cross_option, flags_board, flags_target
 from dlc.commands.logs import logs_group
 from dlc.commands.perf import bench_command, profile_command, report_command
 from dlc.commands.quantize import quantize_command
@@ -110,18 +111,19 @@ def _raise_on_mismatch(report, library: Path) -> None:
 
 
 def _verify_build(console, spec, model: Path, library: Path, *, no_verify: bool, seed: int, rtol: float, atol: float,
-                  inputs: dict | None = None):
-    """Every build is checked against ONNX Runtime when this machine can run it."""
+                  inputs: dict | None = None, board=None):
+    """Every build is checked against ONNX Runtime when this machine (or the board) can run it."""
     if no_verify:
         console.print("[yellow]verification skipped (--no-verify)[/]")
-    elif (unrunnable := spec.unrunnable_reason()) is not None:
+    elif board is None and (unrunnable := spec.unrunnable_reason()) is not None:
         console.print(f"[yellow]verification skipped: target '{spec.name}' cannot run on this machine "
                       f"({unrunnable})[/]")
     else:
         from dlc.verify import verify
 
-        with display.step(console, "verified against ONNX Runtime"):
-            report = verify(model, library, inputs=inputs, seed=seed, rtol=rtol, atol=atol)
+        where = f" (library on {board})" if board else ""
+        with display.step(console, f"verified against ONNX Runtime{where}"):
+            report = verify(model, library, inputs=inputs, seed=seed, rtol=rtol, atol=atol, board=board)
         display.print_report(report)
         _raise_on_mismatch(report, library)
 
@@ -154,15 +156,17 @@ def _load_and_optimize(console, model: Path, spec, input_shapes: tuple[str, ...]
               help="Also apply records tuned for another CPU of the same vector level (see `dlc logs list`).")
 @click.option("--no-verify", is_flag=True, help="Skip the check against ONNX Runtime.")
 @click.option("--no-fold", is_flag=True, help="Import without folding shape arithmetic first.")
+@cross_option
+@_with(board_options)
 @_with(input_options)
 @_with(tolerance_options)
 def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuning_logs, accept_compatible, no_verify,
-                    no_fold, inputs, input_values, rtol, atol, seed):
-    """Compile MODEL (.onnx) to a shared library for TARGET, then verify it."""
+                    no_fold, cross_compiler, rpc, rpc_tracker, rpc_key, inputs, input_values, rtol, atol, seed):
+    """Compile MODEL (.onnx) to a shared library for TARGET, then verify it (on a board with --rpc*)."""
     from dlc import build
-    from dlc.target import parse_target
 
-    spec = parse_target(target)
+    spec = flags_target(target, cross_compiler)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     if accept_compatible and tuning_logs is None:
         raise InputError("--accept-compatible needs --tuning-logs DIR", hint="name the tuning-log directory")
     given = _given_inputs(inputs, input_values)
@@ -179,24 +183,31 @@ def compile_command(model, target, output, input_shapes, dump_ir, dump_asm, tuni
         console.print(f"  assembly written to {dump_asm}")
 
     _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=seed, inputs=given,
-                  **_tolerances(rtol, atol))
+                  board=board, **_tolerances(rtol, atol))
     click.echo(f"{built.library} ({built.kernels} kernels, built in {built.seconds:.1f} s; manifest {built.manifest_path})")
 
 
 @cli.command("verify", context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("library", type=click.Path(path_type=Path))
+@_with(board_options)
 @_with(input_options)
 @_with(tolerance_options)
 @click.option("--bisect", "bisect_", is_flag=True,
               help="On a mismatch, name the first ONNX node that diverges (compiles MODEL again, "
-              "every intermediate exposed, for LIBRARY's target and input shapes).")
-def verify_command(model, library, inputs, input_values, rtol, atol, seed, bisect_):
-    """Compare LIBRARY's outputs with ONNX Runtime running MODEL; exit 6 on mismatch."""
+              "every intermediate exposed, for LIBRARY's target and input shapes; runs here).")
+def verify_command(model, library, rpc, rpc_tracker, rpc_key, inputs, input_values, rtol, atol, seed, bisect_):
+    """Compare LIBRARY's outputs with ONNX Runtime running MODEL; exit 6 on mismatch.
+
+    With --rpc or --rpc-tracker/--rpc-key the library runs on that board, ORT here."""
     from dlc.verify import verify
 
     given = _given_inputs(inputs, input_values)
-    report = verify(model, library, inputs=given, seed=seed, **_tolerances(rtol, atol))
+    board = flags_board(rpc, rpc_tracker, rpc_key)
+    if bisect_ and board is not None:
+        raise InputError("--bisect runs the model's prefixes on this machine, not on a board",
+                         hint="drop --rpc/--rpc-tracker, or verify on the board without --bisect")
+    report = verify(model, library, inputs=given, seed=seed, board=board, **_tolerances(rtol, atol))
     display.print_report(report)
     if bisect_ and not report.passed:
         from dlc.bisect import bisect, describe
@@ -216,15 +227,23 @@ def verify_command(model, library, inputs, input_values, rtol, atol, seed, bisec
 @_with(input_options)
 @click.option("--outputs", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-def run_command(library, inputs, input_values, outputs, seed):
-    """Run LIBRARY (built by dlc compile) on inputs from an .npz file and/or random ones."""
+@_with(board_options)
+def run_command(library, inputs, input_values, outputs, seed, rpc, rpc_tracker, rpc_key):
+    """Run LIBRARY (built by dlc compile) on inputs from an .npz file and/or random ones,
+    here or on a board (--rpc, --rpc-tracker/--rpc-key)."""
     import numpy as np
 
     from dlc.runtime import load_library
     from dlc.verify import make_inputs
 
     given = _given_inputs(inputs, input_values)
-    loaded = load_library(library)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
+    if board is not None:
+        from dlc.boards import load_remote
+
+        loaded = load_remote(library, board)
+    else:
+        loaded = load_library(library)
     lacking = [spec.name for spec in loaded.manifest.inputs if spec.name not in given]
     if inputs and lacking:  # a forgotten input must not silently run on random data
         raise InputError(
@@ -322,26 +341,35 @@ def parse_duration(text: str) -> float:
 @click.option("--cold", is_flag=True, help="Do not train the cost model on other kernels' records first.")
 @click.option("--transfer-only", is_flag=True,
               help="Search nothing: replay the nearest kernels' best records on kernels with none of their own.")
+@cross_option
+@_with(board_options)
 @_with(input_options)
 def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, list_tasks, output, no_verify, no_bench, seed,
-                 enough_trials, cold, transfer_only, inputs, input_values):
+                 enough_trials, cold, transfer_only, cross_compiler, rpc, rpc_tracker, rpc_key, inputs, input_values):
     """Autotune MODEL's kernels for TARGET, then build, verify and benchmark the result.
 
     Every measured trial is appended to LOGS at once; rerunning the same command resumes,
-    counting the trials already on disk toward --trials.
+    counting the trials already on disk toward --trials. With --rpc-tracker/--rpc-key the
+    kernels are built here and measured on every board under the key.
     """
     from dlc import build, tuning
     from dlc.logstore import open_store
-    from dlc.target import parse_target
 
-    spec = parse_target(target)
+    spec = flags_target(target, cross_compiler)
+    board = flags_board(rpc, rpc_tracker, rpc_key)
     given = _given_inputs(inputs, input_values)
     budget_seconds = parse_duration(time_budget) if time_budget else None
     task_names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     output = output or Path(model.stem + ".so")
+    workers = {}
     if not list_tasks:
-        tuning.check_can_measure(spec)
         build.check_output(output)
+        if board is None:
+            tuning.check_can_measure(spec)
+        else:
+            from dlc.boards import measuring_on
+
+            workers = measuring_on(spec, board)  # fails fast: linker, boards, architecture
     console = display.make_console()
     console.print(f"[bold]dlc tune[/] {model}  target [cyan]{spec.name}[/] ({spec})  logs {logs / spec.key}")
     optimized = _load_and_optimize(console, model, spec, input_shapes)
@@ -349,19 +377,24 @@ def tune_command(model, target, input_shapes, trials, time_budget, tasks, logs, 
     if list_tasks:
         display.print_task_list(tuning.extract_tasks(optimized, spec), open_store(logs, spec, create=False))
         return
-    result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
-                         task_names=task_names, seed=seed, enough_trials=enough_trials, warm=not cold,
-                         transfer_only=transfer_only)
+    try:
+        result = display.run_tuning(console, optimized, spec, logs=logs, trials=trials, time_budget=budget_seconds,
+                                    task_names=task_names, seed=seed, enough_trials=enough_trials, warm=not cold,
+                                    transfer_only=transfer_only, **workers)
+    finally:
+        for worker in workers.values():  # tune() shuts down only the workers it made
+            if getattr(worker, "pool", None) is not None:
+                worker.pool.shutdown()
     display.print_tuning_result(result)
     if result.stopped_by == "interrupted":
         console.print(f"[yellow]interrupted: {result.trials_run} trials of this run are saved in {result.logs}; "
                       "rerun the same command to resume[/]")
         sys.exit(130)
     _build_tuned(console, optimized, spec, model, logs, output,
-                 no_verify=no_verify, no_bench=no_bench, inputs=given)
+                 no_verify=no_verify, no_bench=no_bench, inputs=given, board=board)
 
 
-def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench, inputs):
+def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no_bench, inputs, board=None):
     import tempfile
 
     from dlc import build
@@ -372,8 +405,8 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
         built = build.build(optimized, spec, output=output, tuning_logs=logs)
     display.print_tuning_applied(console, built.tuning)
     _verify_build(console, spec, model, built.library, no_verify=no_verify, seed=0, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
-                  inputs=inputs)
-    if no_bench:
+                  inputs=inputs, board=board)
+    if no_bench or board is not None:  # the comparison runs ORT beside the library: here only
         return
     with tempfile.TemporaryDirectory(prefix="dlc-untuned-") as tmp:
         with display.step(console, "built the untuned library for comparison"):
@@ -388,6 +421,7 @@ cli.add_command(bench_command)
 cli.add_command(profile_command)
 cli.add_command(report_command)
 cli.add_command(quantize_command)
+cli.add_command(board_group)
 
 
 def main(argv: list[str] | None = None) -> None:

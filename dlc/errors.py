@@ -59,3 +59,9 @@ class LogImportError(DlcError):
     link, a device), over a size cap, or another tool's schema or target key."""
 
     exit_code = 8
+
+
+class BoardError(DlcError):
+    """A board (or its tracker, emulator or cross linker) cannot be reached, set up or used."""
+
+    exit_code = 9

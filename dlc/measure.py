@@ -1,8 +1,8 @@
 """Building and timing candidate kernels: the pluggable half of tuning.
 
-A builder turns scheduled kernels into loadable artifacts, a runner times them. Today
-both run on this machine; a board reached through TVM's RPC tracker will plug in an
-`ms.runner.RPCRunner` (and a cross-compiling builder) behind the same `measure` call.
+A builder turns scheduled kernels into loadable artifacts, a runner times them: on this
+machine by default, or on boards through TVM's RPC tracker (`dlc.boards.measuring_on`: an
+`ms.runner.RPCRunner` and this builder with a cross-linking export) behind the same `measure`.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ def load_cpu_tensor_intrinsics() -> None:
             log.warning("could not register %s tensor intrinsics: %s", sub, err)
 
 
-def pooled_builder(*, timeout_sec: float = 60.0, batches_per_worker: int = 50, f_build=None) -> ms.builder.Builder:
+def pooled_builder(*, timeout_sec: float = 60.0, batches_per_worker: int = 50, f_build=None,
+                   f_export=None) -> ms.builder.Builder:
     """Builds candidates in one persistent worker process with a timeout: an LLVM hang or
     crash costs that candidate and a restart, never the run. The stock LocalBuilder starts a
     fresh pool per batch whose workers each import tvm.s_tir.tensor_intrin (30-40 s here)
     and time out; this worker registers only the CPU intrinsics, once. It is replaced every
     `batches_per_worker` batches (LocalBuilder's reason for fresh pools: workers leak memory).
-    `f_build`: a replacement for MetaSchedule's default build (tests)."""
+    `f_build`: a replacement for MetaSchedule's default build (tests); `f_export`: for its
+    default export (cross-linked libraries for boards, dlc.boards.export_function)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
@@ -72,7 +74,7 @@ def pooled_builder(*, timeout_sec: float = 60.0, batches_per_worker: int = 50, f
                                               initializer=load_cpu_tensor_intrinsics)
                 self.batches = 0
             self.batches += 1
-            jobs = [(f_build, None, b.mod, b.target, None) for b in build_inputs]
+            jobs = [(f_build, f_export, b.mod, b.target, None) for b in build_inputs]
             results = []
             for outcome in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs):
                 if outcome.status == StatusKind.COMPLETE:

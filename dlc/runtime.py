@@ -1,6 +1,6 @@
 """Load a library built by dlc and run it, driven by its manifest.
 
-Runs locally today; a remote (RPC) session will implement the same `run` contract.
+Runs locally; dlc.boards.RemoteLibrary implements the same `run` contract on a board.
 """
 
 from __future__ import annotations
@@ -97,34 +97,7 @@ class LoadedLibrary:
         self._vm = relax.VirtualMachine(module, self._device)
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        import numpy as np
-
-        missing = [spec.name for spec in self.manifest.inputs if spec.name not in inputs]
-        extra = sorted(set(inputs) - {spec.name for spec in self.manifest.inputs})
-        if missing or extra:
-            raise InputError(
-                f"inputs do not match the library: missing {missing}, unexpected {extra}",
-                hint="the library takes: "
-                + ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in self.manifest.inputs),
-            )
-        arrays = []
-        for spec in self.manifest.inputs:
-            array = np.asarray(inputs[spec.name])
-            if tuple(array.shape) != tuple(spec.shape):
-                raise InputError(
-                    f"input '{spec.name}' has shape {list(array.shape)}; the library was built "
-                    f"for {list(spec.shape)}",
-                    hint="recompile with --input-shape for the new shape",
-                )
-            want = np.dtype(spec.dtype)
-            if not np.can_cast(array.dtype, want, casting="same_kind"):  # float64 -> float32 is fine
-                raise InputError(
-                    f"input '{spec.name}' is {array.dtype}; the library takes {want}",
-                    hint=f"save '{spec.name}' as {want} (e.g. array.astype(numpy.{want}))",
-                )
-            # order="C", not ascontiguousarray: that turns a scalar (rank 0) into shape [1].
-            arrays.append(np.asarray(array, dtype=want, order="C"))
-        return arrays
+        return check_inputs(self.manifest, inputs)
 
     def bind(self, inputs: Mapping[str, np.ndarray]):
         """A zero-argument call of the model on `inputs`, copied to the device once (for timing)."""
@@ -160,6 +133,38 @@ class LoadedLibrary:
         # A single-output model returns a Tensor, a multi-output one an Array of them.
         values = [result] if hasattr(result, "numpy") else list(result)
         return {spec.name: v.numpy() for spec, v in zip(self.manifest.outputs, values)}
+
+
+def check_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The inputs as the library takes them, in its order; refuses missing, extra, misshapen ones."""
+    import numpy as np
+
+    missing = [spec.name for spec in manifest.inputs if spec.name not in inputs]
+    extra = sorted(set(inputs) - {spec.name for spec in manifest.inputs})
+    if missing or extra:
+        raise InputError(
+            f"inputs do not match the library: missing {missing}, unexpected {extra}",
+            hint="the library takes: "
+            + ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in manifest.inputs),
+        )
+    arrays = []
+    for spec in manifest.inputs:
+        array = np.asarray(inputs[spec.name])
+        if tuple(array.shape) != tuple(spec.shape):
+            raise InputError(
+                f"input '{spec.name}' has shape {list(array.shape)}; the library was built "
+                f"for {list(spec.shape)}",
+                hint="recompile with --input-shape for the new shape",
+            )
+        want = np.dtype(spec.dtype)
+        if not np.can_cast(array.dtype, want, casting="same_kind"):  # float64 -> float32 is fine
+            raise InputError(
+                f"input '{spec.name}' is {array.dtype}; the library takes {want}",
+                hint=f"save '{spec.name}' as {want} (e.g. array.astype(numpy.{want}))",
+            )
+        # order="C", not ascontiguousarray: that turns a scalar (rank 0) into shape [1].
+        arrays.append(np.asarray(array, dtype=want, order="C"))
+    return arrays
 
 
 def _last_line(err: BaseException) -> str:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from dlc.boards import BoardSpec
+
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-3
 
@@ -214,18 +216,24 @@ def verify(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
+    board: BoardSpec | None = None,
 ) -> VerifyReport:
     """Run `library` and ONNX Runtime on the same inputs and compare every output.
 
     `inputs` may name only some inputs (arrays, or numbers that fill the tensor); the rest
-    are seeded random."""
+    are seeded random. With `board`, the library runs there (through RPC), ORT here."""
     from dlc.runtime import LoadedLibrary, read_manifest
 
     model_path = Path(model_path)
     model = read_onnx(model_path)
     manifest = read_manifest(library)
     check_built_from(manifest, model_path, doing="verify")
-    loaded = LoadedLibrary(manifest)
+    if board is not None:
+        from dlc.boards import RemoteLibrary
+
+        loaded = RemoteLibrary(manifest, board)
+    else:
+        loaded = LoadedLibrary(manifest)
     given = dict(inputs or {})
     inputs = make_inputs(loaded.manifest.inputs, seed=seed, model=model, given=given)
     used_seed = None if set(given) >= set(inputs) else seed

@@ -10,10 +10,11 @@ import pytest
 
 from tests.conftest import assert_fails, run_dlc
 
-COMMANDS = ["compile", "verify", "run", "inspect", "targets", "bench", "profile", "report"]
+COMMANDS = ["compile", "verify", "run", "inspect", "targets", "bench", "profile", "report",
+            "board", "board emulate", "board tracker", "board list", "board setup"]
 
 
-@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+@pytest.mark.parametrize("command", [[], *[c.split() for c in COMMANDS]])
 def test_help(command):
     result = run_dlc(*command, "--help")
     assert result.returncode == 0 and "Usage: dlc" in result.stdout
