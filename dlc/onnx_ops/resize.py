@@ -72,7 +72,7 @@ class Resize(OnnxOpConverter):
         tvm_can = (
             not antialias and coord != "half_pixel_symmetric" and attr.get("axes") is None
             and policy == "stretch" and not inexact and rank in (3, 4, 5)
-            and all(sizes_full[i] == shape[i] for i in range(2)) and min(sizes_full) > 1
+            and all(sizes_full[i] == shape[i] for i in range(2)) and min(sizes_full[2:]) > 1
         )
         if tvm_can:
             return None
