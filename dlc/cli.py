@@ -414,6 +414,7 @@ def _build_tuned(console, optimized, spec, model, logs, output, *, no_verify, no
         with display.step(console, "measured untuned, tuned and ONNX Runtime in alternating blocks"):
             bench = compare_latency(model, {"dlc untuned": untuned.library, "dlc tuned": built.library}, inputs=inputs)
     display.print_bench(bench)
+    display.warn_if_tuning_lost(bench)
 
 
 cli.add_command(logs_group)

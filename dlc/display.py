@@ -161,6 +161,16 @@ def print_bench(bench) -> None:
     make_console(stderr=False).print(table)
 
 
+def warn_if_tuning_lost(bench, *, tolerance: float = 0.03) -> None:
+    """Say so when the tuned build runs slower than the untuned one: records picked by timings
+    taken under load (or kernels faster alone than inside the model) can do that."""
+    untuned, tuned = bench.median("dlc untuned"), bench.median("dlc tuned")
+    if tuned > untuned * (1 + tolerance):
+        make_console(stderr=False).print(
+            f"[yellow]the tuned build is {tuned / untuned - 1:.0%} slower than the untuned one[/] [dim](tune "
+            "again on a quiet machine, or build without --tuning-logs; `dlc logs show` lists the records)[/]")
+
+
 def run_tuning(console, optimized, spec, **kwargs):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -58,3 +58,17 @@ def test_first_expected_gain_is_the_headroom_below_the_models_best_flop_rate():
     _headroom_priors([conv, slow, depthwise, copy, tuned])
     assert conv.last_gain == MIN_GAIN and abs(slow.last_gain - 0.8) < 1e-9
     assert copy.last_gain == depthwise.last_gain == COPY_HEADROOM and abs(tuned.last_gain - 0.5) < 1e-9
+
+
+def test_a_tuned_build_slower_than_the_untuned_one_is_reported(capsys):
+    from dlc import display
+    from dlc.bench import BenchResult, Latency
+
+    def bench(tuned_ms: float) -> BenchResult:
+        return BenchResult((Latency("dlc untuned", 10.0, 9.0, 40), Latency("dlc tuned", tuned_ms, 9.0, 40),
+                            Latency("onnxruntime", 6.0, 5.0, 40)), 2, 4, 10)
+
+    display.warn_if_tuning_lost(bench(11.8))
+    assert "18% slower than the untuned one" in capsys.readouterr().out
+    display.warn_if_tuning_lost(bench(10.2))  # within the noise: no warning
+    assert capsys.readouterr().out == ""
