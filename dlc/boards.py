@@ -46,12 +46,12 @@ class BoardSpec:
     key: str | None = None  # set: (host, port) is a tracker
     # Seconds to get a session (an emulated board on a loaded machine can take a minute to
     # fork its session); a session's own calls get `session_timeout`.
-    timeout: float = 120.0
+    timeout: float = 180.0
     session_timeout: float = 600.0
 
     @classmethod
     def from_flags(cls, *, rpc: str | None, tracker: str | None, key: str | None,
-                   timeout: float = 120.0) -> BoardSpec | None:
+                   timeout: float = 180.0) -> BoardSpec | None:
         if rpc and tracker:
             raise InputError("--rpc and --rpc-tracker both given",
                              hint="--rpc HOST:PORT for one server, or --rpc-tracker HOST:PORT --rpc-key KEY")
@@ -141,7 +141,14 @@ def connect(spec: BoardSpec):
         return rpc.connect(spec.host, spec.port, session_timeout=spec.session_timeout)
 
     try:
-        return _in_time(open_session, spec.timeout, f"board ({spec})")
+        # Two tries in the time given: a session that never answers (qemu-user can deadlock
+        # a forked session child, rarely) keeps its board busy, so the tracker hands the
+        # second try another board when there is one.
+        try:
+            return _in_time(open_session, spec.timeout / 2, f"board ({spec})")
+        except TimeoutError:
+            log.warning("no session on %s within %g s; trying again", spec, spec.timeout / 2)
+            return _in_time(open_session, spec.timeout / 2, f"board ({spec})")
     except (OSError, RuntimeError, TimeoutError) as err:
         text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise BoardError(f"cannot get a session on {spec}: {text}",

@@ -43,9 +43,11 @@ def tracker():
     started.terminate()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emulated(board_root, tracker, tmp_path_factory):
-    """Two emulated aarch64 boards registered with `tracker` under KEY."""
+    """Two fresh emulated aarch64 boards registered with `tracker` under KEY, per test: a
+    session stuck in one test (qemu-user deadlocks a forked session child, rarely) must not
+    keep a board from the next."""
     logs = tmp_path_factory.mktemp("boards")
     servers = []
     try:
