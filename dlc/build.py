@@ -107,7 +107,7 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
     origin = {h: (store, trial) for h, trial in store.applied.items()}
     unused: set[str] = set()
     for other in compatible_stores(logs, target):
-        uncovered = {t.workload_hash for t in tasks} - covered
+        uncovered = {t.workload_hash for t in tasks} - covered  # what earlier stores left
         if not accept_compatible:
             unused |= {h for h in uncovered if other.best_seconds(h) is not None}
             continue
@@ -132,9 +132,8 @@ def _apply_records(optimized: OptimizedModel, target: TargetSpec, mod, logs: Pat
             counts[0] += 1
             counts[1] += task.weight * task.flops / total_flops
     by_source = tuple(SourceShare(name, int(n), f) for name, (n, f) in sorted(sources.items(), key=lambda kv: -kv[1][1]))
-    unusable = store.unusable_records
     return mod, TuningApplied(Path(logs), target.key, len(tuned), len(covered), len(tasks), share, by_source,
-                              unusable, store.unusable_reason(), len(unused))
+                              store.unusable_records, store.unusable_reason(), len(unused))
 
 
 def _compile(optimized: OptimizedModel, target: TargetSpec, tuning_logs: Path | None = None, *,

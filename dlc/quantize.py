@@ -56,7 +56,7 @@ class QuantizedModel:
 
 def read_calibration(folder: Path, names: list[str]) -> list[dict[str, np.ndarray]]:
     """The .npz files in `folder` (sorted), each one sample holding every input by name."""
-    import numpy as np
+    from dlc.runtime import read_npz
 
     if not folder.is_dir():
         raise InputError(f"calibration folder '{folder}' not found",
@@ -67,12 +67,7 @@ def read_calibration(folder: Path, names: list[str]) -> list[dict[str, np.ndarra
                          hint=f"save each sample with numpy.savez(path, {'=..., '.join(names)}=...)")
     samples = []
     for path in files:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                sample = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as err:
-            raise InputError(f"calibration file '{path}' is not a readable .npz ({err})",
-                             hint="write it with numpy.savez") from err
+        sample = read_npz(path)
         missing = [name for name in names if name not in sample]
         if missing:
             raise InputError(f"calibration file '{path}' lacks input {missing[0]!r}",
@@ -105,17 +100,13 @@ def quantized_op_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def _drift(fp32: Path, int8: Path, sample: Mapping[str, np.ndarray]) -> tuple[OutputDrift, ...]:
     import numpy as np
-    import onnxruntime as ort
 
-    def run(path: Path):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return [o.name for o in session.get_outputs()], session.run(None, dict(sample))
+    from dlc.verify import run_onnxruntime
 
-    names, reference = run(fp32)
-    _, quantized = run(int8)
+    reference, quantized = run_onnxruntime(fp32, sample), run_onnxruntime(int8, sample)
     drift = []
-    for name, a, b in zip(names, reference, quantized):
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    for name, a in reference.items():
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(quantized[name], dtype=np.float64)
         drift.append(OutputDrift(name, float(np.max(np.abs(a - b))) if a.size else 0.0,
                                  float(np.max(np.abs(a))) if a.size else 0.0))
     return tuple(drift)

@@ -450,6 +450,7 @@ class _Search:
         from the best measured record). Returns the trials measured (they count as trials)."""
         import tvm_ffi
 
+        sources = [StoreKernels(other) for other in compatible]
         measured = 0
         for state in states:
             task = state.task
@@ -457,17 +458,14 @@ class _Search:
                 continue
             postprocs = None
             candidates, seen = [], set()
-            for other in compatible:
-                source = StoreKernels(other)
-                workload = source.workload(task.workload_hash) if task.workload_hash in other.workloads else None
+            for source in sources:
+                workload = source.workload(task.workload_hash) if task.workload_hash in source.store.workloads else None
                 for trial in source.ranked(task.workload_hash)[:COMPATIBLE_SEEDS] if workload is not None else ():
-                    record = other.load_record(trial, workload)  # one that does not load is skipped
+                    record = source.store.load_record(trial, workload)  # one that does not load is skipped
                     if record is None:
                         continue
-                    if postprocs is None:
-                        postprocs = self.ms.TuneContext(task.mod, target=self.tvm_target, num_threads=self.cores,
-                                                        space_generator=self._design_space(task),
-                                                        logger=self.quiet).space_generator.postprocs
+                    if postprocs is None:  # built once per kernel, only when a record loads
+                        postprocs = self._postprocs(task)
                     candidate = replay(task.mod, record.trace, postprocs)
                     key = str(tvm_ffi.structural_hash(candidate.sch.mod)) if candidate is not None else None
                     if key is not None and key not in seen:
@@ -479,15 +477,19 @@ class _Search:
                 measured += fresh
         return measured
 
+    def _postprocs(self, task: TuningTask) -> list:
+        """The post-processing the search applies to `task`'s candidates (a replayed record
+        is redone with them, as the search's own are)."""
+        return self.ms.TuneContext(task.mod, target=self.tvm_target, num_threads=self.cores,
+                                   space_generator=self._design_space(task), logger=self.quiet).space_generator.postprocs
+
     def transfer(self, states: list[_TaskState]) -> list[TransferOutcome]:
         """Measure, for each kernel, the nearest kernels' best records replayed on it (dlc.transfer)
         beside its default; kernels with no kernel of their class in the store are left out."""
         kernels = StoreKernels(self.store)
         planned = []
         for state in states:
-            context = self.ms.TuneContext(state.task.mod, target=self.tvm_target, num_threads=self.cores,
-                                          space_generator=self._design_space(state.task), logger=self.quiet)
-            candidates, sources = transferred_candidates(kernels, state.task, context.space_generator.postprocs)
+            candidates, sources = transferred_candidates(kernels, state.task, self._postprocs(state.task))
             if candidates:
                 planned.append((state, candidates, sources))
         self.measure_defaults([state for state, _, _ in planned])
