@@ -9,6 +9,12 @@ agree is the one whose conversion or kernel is wrong.
 
 Exposing every intermediate keeps each one in memory, so kernels that fused in the real
 build may not fuse here; a divergence that only fusion causes shows up as none found.
+
+An int8 (QDQ) model exposes only its QuantizeLinear outputs: an exposed fp32 tensor inside
+a DequantizeLinear -> op -> QuantizeLinear group stops ONNX Runtime fusing the group into
+its int8 kernel (QLinearConv...), so the reference would no longer be what `verify` runs.
+The first quantized tensor that differs is reported with the quantized tensors its group
+reads.
 """
 
 from __future__ import annotations
@@ -64,10 +70,16 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
+def is_qdq(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
 def _exposed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of `model` whose outputs are its own plus every typed node output."""
+    """A copy of `model` whose outputs are its own plus every typed node output (of an int8
+    model: every QuantizeLinear output)."""
     import onnx
 
+    quantized_only = is_qdq(model)
     inferred = onnx.shape_inference.infer_shapes(model)
     typed = {
         v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)
@@ -77,6 +89,8 @@ def _exposed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     exposed.CopyFrom(inferred)
     names = [o.name for o in exposed.graph.output]
     for node in exposed.graph.node:
+        if quantized_only and node.op_type != "QuantizeLinear":
+            continue
         for out in node.output:
             if out and out in typed and out not in names:
                 exposed.graph.output.append(typed[out])
@@ -144,12 +158,30 @@ def bisect(
                 checked[name] = TensorAgreement(name, _node_label(*producer[name][::-1]), None)
         return checked[name]
 
+    quantized_only = is_qdq(exposed)
+
+    def group_inputs(node) -> list[str]:
+        """A QuantizeLinear's group: the quantized tensors (or graph inputs, initializers)
+        reached upstream through the unexposed fp32 ops."""
+        found, stack, seen = [], list(node.input[:1]), set()
+        while stack:
+            name = stack.pop()
+            if not name or name in seen:
+                continue
+            seen.add(name)
+            if name not in producer or producer[name][1].op_type == "QuantizeLinear":
+                found.append(name)
+            else:
+                stack.extend(producer[name][1].input)
+        return found
+
     first = None
     for index, node in enumerate(exposed.graph.node):
         bad = next((a for a in (agreement(o) for o in node.output if o) if not a.agrees), None)
         if bad is None:
             continue
-        inputs_seen = tuple(agreement(i) for i in node.input if i)
+        read = group_inputs(node) if quantized_only and node.op_type == "QuantizeLinear" else node.input
+        inputs_seen = tuple(agreement(i) for i in read if i)
         if all(a.agrees for a in inputs_seen):
             first = NodeDivergence(index, _node_label(node, index), node.op_type, bad, inputs_seen)
             break

@@ -281,10 +281,13 @@ def _layout_passes(target: TargetSpec | None, *, layout: bool = True):
     ]
     from dlc.schedules.cpu import cpu_params
 
+    from dlc.int8 import vnni_convs
+
     multiple = cpu_params(target).widest_lanes
     pad = [_pad_output_features(multiple)] if PAD_FEATURES else []
-    # Fast math after ConvertLayout, which cannot see through the call_tir it makes.
-    return (convert if layout else []) + pad + [_fast_math_pass()]
+    # Fast math and the VNNI convs after ConvertLayout, which cannot see through the
+    # call_tir they make.
+    return (convert if layout else []) + pad + (vnni_convs(target) if layout else []) + [_fast_math_pass()]
 
 
 def _graph_ops(mod: tvm.IRModule) -> set[str]:
@@ -329,8 +332,10 @@ def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
     from tvm import relax
 
     from dlc.bounds import index_check_pass
+    from dlc.int8 import integer_qdq
 
     return [
+        integer_qdq(),  # before FoldConstant turns int8 weights into fp32 ones
         relax.transform.DecomposeOpsForInference(),  # batch norm etc. to elementwise ops
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),

@@ -36,10 +36,10 @@ RULES_VERSION = "6"
 
 
 def _rules():
-    from dlc.schedules import contraction, injective, reduction, rows
+    from dlc.schedules import contraction, injective, int8, reduction, rows
 
     # Most specific first: a conv is also "a reduction", but deserves the register tile.
-    return [("contraction", contraction.apply), ("rows", rows.apply),
+    return [("int8", int8.apply), ("contraction", contraction.apply), ("rows", rows.apply),
             ("rows", rows.apply_scalar), ("reduction", reduction.apply),
             ("injective", injective.apply)]
 
