@@ -497,3 +497,34 @@ def constant_indices(path: Path) -> Path:
         ],
     )
     return _save(graph, path)
+
+
+def int8_block(path: Path) -> Path:
+    """YOLOv8-shaped fp32 block for `dlc quantize`: a 3-channel stride-2 stem, SiLU, a 3x3
+    conv, a 1x1 conv to 18 channels (no whole 16-channel block), Concat and Softmax over the
+    channel axis: every QDQ group dlc runs as integer kernels."""
+    rng = np.random.default_rng(8)
+
+    def conv(name, x, cin, cout, k, stride=1):
+        pad = k // 2
+        return [helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], name=name,
+                                 strides=[stride, stride], pads=[pad] * 4)], [
+            _init(f"{name}_w", (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)),
+            _init(f"{name}_b", (rng.standard_normal(cout) * 0.1).astype(np.float32))]
+
+    def silu(x):
+        return [helper.make_node("Sigmoid", [x], [f"{x}_sig"]), helper.make_node("Mul", [x, f"{x}_sig"], [f"{x}_silu"])]
+
+    nodes, inits = [], []
+    for name, x, cin, cout, k, stride in (("stem", "x", 3, 16, 3, 2), ("mid", "stem_silu", 16, 32, 3, 1),
+                                          ("head", "mid_silu", 32, 18, 1, 1)):
+        n, i = conv(name, x, cin, cout, k, stride)
+        nodes += n + (silu(name) if name != "head" else [])
+        inits += i
+    nodes += [helper.make_node("Concat", ["stem_silu", "mid_silu"], ["z"], axis=1),
+              helper.make_node("Softmax", ["head"], ["y"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "int8_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 18, 16, 16]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 48, 16, 16])], inits)
+    return _save(graph, path)

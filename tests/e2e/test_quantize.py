@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
+import pytest
 
 from dlc import build, frontend, pipeline
+from dlc.build import manifest_path
+from dlc.int8 import has_vnni, ort_softmax_table
 from dlc.quantize import quantize
 from dlc.target import parse_target
 from dlc.verify import verify
@@ -46,3 +51,40 @@ def test_calibration_samples_come_from_a_folder_of_npz(tiny, tmp_path):
     assert not (tmp_path / "bad.onnx").exists()
     missing = run_dlc("quantize", str(source), "--calibration", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def _build(model, target_text, tmp_path, name):
+    target = parse_target(target_text)
+    optimized = pipeline.optimize(frontend.import_model(frontend.load_model(model)), target)
+    return build.build(optimized, target, output=tmp_path / f"{name}.so")
+
+
+@pytest.mark.parametrize("target_text", ["host", "llvm -mcpu=haswell"])
+def test_int8_model_runs_integer_kernels_bit_exact_with_onnx_runtime(tiny, tmp_path, target_text):
+    """Every conv, SiLU, Concat and the channel Softmax of the QDQ model agree with ONNX
+    Runtime's int8 kernels exactly (rtol = atol = 0), with VNNI (host here, when it has it)
+    and without (AVX2: the exact int16 conv)."""
+    result = quantize(tiny("int8_block"), tmp_path / "int8.onnx", samples=4)
+    assert {"Conv", "Sigmoid", "Mul", "Concat", "Softmax"} <= set(result.quantized_ops)
+    built = _build(result.path, target_text, tmp_path, "int8")
+    for seed in (0, 1):
+        report = verify(result.path, built.library, rtol=0.0, atol=0.0, seed=seed)
+        assert report.passed, [(c.name, c.mismatches, c.max_abs_error) for c in report.outputs]
+    kernels = json.loads(manifest_path(built.library).read_text())["kernels"]
+    vnni = sum("u8s8" in name for name in kernels)
+    assert vnni == (3 if target_text == "host" and has_vnni(parse_target("host")) else 0)
+
+
+def test_fp32_model_does_not_meet_the_int8_passes(tiny, tmp_path):
+    built = _build(tiny("int8_block"), "host", tmp_path, "fp32")
+    kernels = json.loads(manifest_path(built.library).read_text())["kernels"]
+    assert not any("u8s8" in name or "uint8" in name for name in kernels)
+
+
+def test_softmax_table_is_onnx_runtimes():
+    """contrib_ops/cpu/quantization/qlinear_softmax.cc: entry 255 is exp(shift * scale), with
+    shift * scale = log(FLT_MAX / length) - 5, so a row of `length` entries cannot overflow."""
+    table = ort_softmax_table(0.05, 16)
+    assert table.dtype == np.float32 and table.shape == (256,)
+    assert np.isclose(np.log(table[255]), np.log(np.finfo(np.float32).max / 16) - 5, rtol=1e-6)
+    assert np.all(np.diff(table) > 0) and np.isfinite(table.sum(dtype=np.float32) * 16)
