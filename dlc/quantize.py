@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RANDOM_SAMPLES = 8
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis`
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,21 @@ def _drift(fp32: Path, int8: Path, sample: Mapping[str, np.ndarray]) -> tuple[Ou
     return tuple(drift)
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as err:  # the converter has no adapter for some op of the model
+        raise ModelImportError(
+            f"per-channel int8 needs opset {opset} and ONNX's converter could not upgrade the model "
+            f"from opset {_opset(model)}: {err}", hint="re-export the model at opset 13 or newer") from err
+
+
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
     return "pre-processing" not in record.getMessage()
 
@@ -147,10 +163,15 @@ def quantize(
         data = [make_inputs(loaded.inputs, seed=seed + i, model=loaded.model) for i in range(samples)]
         source = f"{samples} seeded random sample(s)"
         log.warning("calibrating on random inputs: the scales fit noise, not your data (give --calibration DIR)")
+    model = loaded.model
+    if per_channel and _opset(model) < PER_CHANNEL_OPSET:
+        # onnxruntime's tool writes DequantizeLinear's `axis` (opset 13) into the model's
+        # own older opset, which ONNX Runtime then refuses to load (PP-OCR's opset 11/12).
+        model = _upgraded(model, PER_CHANNEL_OPSET)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".dlc-quantize-", dir=output.parent) as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
-        onnx.save(loaded.model, fp32)
+        onnx.save(model, fp32)
         staged = Path(scratch) / output.name
         try:
             # Its advice to pre-process first is logged on the root logger; the shapes are

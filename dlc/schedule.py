@@ -39,7 +39,7 @@ def _rules():
     from dlc.schedules import contraction, injective, int8, reduction, rows
 
     # Most specific first: a conv is also "a reduction", but deserves the register tile.
-    return [("int8", int8.apply), ("contraction", contraction.apply), ("rows", rows.apply),
+    return [("int8", int8.apply), ("int8", int8.apply_softmax), ("contraction", contraction.apply), ("rows", rows.apply),
             ("rows", rows.apply_scalar), ("reduction", reduction.apply),
             ("injective", injective.apply)]
 

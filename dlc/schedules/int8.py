@@ -124,6 +124,35 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     return True
 
 
+def apply_softmax(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
+    """dlc.int8's uint8 softmax: rows in parallel, each row's sum serial from first to last
+    (ONNX Runtime's fp32 order; the reduction rules would split it into vector lanes)."""
+    from dlc.int8 import SOFTMAX_SUM_BLOCK
+
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if not any(name.startswith(SOFTMAX_SUM_BLOCK) for name in names):
+        return False
+    keep = {name for name in names if name.startswith(("softmax_uint8_row", SOFTMAX_SUM_BLOCK))}
+    _inline_epilogue(sch, keep=keep)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = sch.get_loops(block)
+        spatial = [loop for loop in loops if _is_data_parallel(sch, block, loop)]
+        if spatial and cpu.cores > 1:
+            sch.parallel(spatial[0])
+    return True
+
+
+def _is_data_parallel(sch: s_tir.Schedule, block, loop) -> bool:
+    """`loop` binds only spatial iterators of `block` (a reduction loop must stay serial)."""
+    from dlc.schedules.common import block_infos
+
+    for info in block_infos(sch) or []:
+        if sch.get(info.block_rv).same_as(sch.get(block)):
+            return any(it.kind == "S" and it.loop_rv is not None and sch.get(it.loop_rv).same_as(sch.get(loop))
+                       for it in info.iters)
+    return False
+
+
 def _inline_epilogue(sch: s_tir.Schedule, keep: set[str]) -> None:
     """Every elementwise block after the sums into the last one. common.inline_injective
     re-analyses the function after each inline, which took ~0.5 s per kernel here: the
