@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 VNNI_BLOCK = 16  # output channels per vpdpbusd (one zmm of int32)
 VNNI_DEPTH = 4  # input channels each int32 lane sums
 KERNEL_NAME = "conv2d_nhwc_u8s8"  # dlc.schedules.int8 recognises the kernel's block by it
+PAD_BLOCK = "pad_zero_point"
 MAX_POOL_WINDOW = 64  # larger windows keep fp32 (the window's sum is unrolled term by term)
 
 
@@ -550,7 +551,10 @@ def conv2d_nhwc_u8s8(data, packed, correction, *, channels: int, strides, paddin
         return tirx.if_then_else(inside, data[b, y - top, x - left, tirx.min(k, c - 1)],
                                  tirx.const(zero_point, data.dtype))
 
-    padded = te.compute((n, h + top + bottom, w + left + right, quads * VNNI_DEPTH), pad, name="pad_zero_point")
+    if any(padding) or c != quads * VNNI_DEPTH:
+        padded = te.compute((n, h + top + bottom, w + left + right, quads * VNNI_DEPTH), pad, name=PAD_BLOCK)
+    else:  # a 1x1 conv on whole channel quads reads its input as it is (no copy per tile)
+        padded = data
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     rq, rd = te.reduce_axis((0, quads), "rq"), te.reduce_axis((0, VNNI_DEPTH), "rd")
     sums = te.compute(

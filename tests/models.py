@@ -501,8 +501,9 @@ def constant_indices(path: Path) -> Path:
 
 def int8_block(path: Path) -> Path:
     """YOLOv8-shaped fp32 block for `dlc quantize`: a 3-channel stride-2 stem, SiLU, a 3x3
-    conv, a 1x1 conv to 18 channels (no whole 16-channel block), Concat and Softmax over the
-    channel axis: every QDQ group dlc runs as integer kernels."""
+    conv, a residual Add, a 1x1 conv to 18 channels (no whole 16-channel block), Concat,
+    Softmax over the channel axis, and AveragePool -> Flatten -> Gemm -> Softmax over 100
+    classes: every QDQ group dlc runs as integer kernels."""
     rng = np.random.default_rng(8)
 
     def conv(name, x, cin, cout, k, stride=1):
@@ -516,15 +517,24 @@ def int8_block(path: Path) -> Path:
         return [helper.make_node("Sigmoid", [x], [f"{x}_sig"]), helper.make_node("Mul", [x, f"{x}_sig"], [f"{x}_silu"])]
 
     nodes, inits = [], []
-    for name, x, cin, cout, k, stride in (("stem", "x", 3, 16, 3, 2), ("mid", "stem_silu", 16, 32, 3, 1),
-                                          ("head", "mid_silu", 32, 18, 1, 1)):
+    for name, x, cin, cout, k, stride in (("stem", "x", 3, 16, 3, 2), ("mid", "stem_silu", 16, 16, 3, 1),
+                                          ("head", "res", 16, 18, 1, 1)):
         n, i = conv(name, x, cin, cout, k, stride)
         nodes += n + (silu(name) if name != "head" else [])
         inits += i
+        if name == "mid":
+            nodes.append(helper.make_node("Add", ["stem_silu", "mid_silu"], ["res"]))
     nodes += [helper.make_node("Concat", ["stem_silu", "mid_silu"], ["z"], axis=1),
-              helper.make_node("Softmax", ["head"], ["y"], axis=1)]
+              helper.make_node("Softmax", ["head"], ["y"], axis=1),
+              helper.make_node("AveragePool", ["res"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Flatten", ["pool"], ["flat"]),
+              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+              helper.make_node("Softmax", ["logits"], ["p"], axis=1)]
+    inits += [_init("fc_w", (rng.standard_normal((100, 1024)) / 32).astype(np.float32)),
+              _init("fc_b", (rng.standard_normal(100) * 0.1).astype(np.float32))]
     graph = helper.make_graph(
         nodes, "int8_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 18, 16, 16]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 48, 16, 16])], inits)
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 32, 16, 16]),
+         helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 100])], inits)
     return _save(graph, path)

@@ -88,8 +88,11 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
         return False
     _register_intrinsic()
     block = main.block_rv
-    pad = sch.get_producers(block)[0]
-    _inline_epilogue(sch, keep={sch.get(block).name_hint, sch.get(pad).name_hint})
+    # The data's producer (the zero-point padding, or the ops fused in front of a 1x1 conv)
+    # stays a block computed per tile: inlined into the sums it would hide the byte loads
+    # vpdpbusd is matched against.
+    staged = sch.get_producers(block)
+    _inline_epilogue(sch, keep={sch.get(b).name_hint for b in (block, *staged)})
     # Unit loops (batch 1, a 1x1 window) are gone after fusion: take the loops by role.
     spatial = [it.loop_rv for it in main.iters if it.kind == "S"]
     reduce = [it.loop_rv for it in main.iters if it.kind == "R"]
@@ -108,7 +111,8 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     fused = sch.fuse(*outer, w_o, oc_oo)
     if cpu.cores > 1 and int(sch.get(fused).extent) > 1:
         sch.parallel(fused)
-    sch.compute_at(pad, fused, preserve_unit_loops=True)
+    for producer in staged:
+        sch.compute_at(producer, fused, preserve_unit_loops=True)
     consumers = sch.get_consumers(block)
     if len(consumers) == 1:
         sch.reverse_compute_at(consumers[0], fused, preserve_unit_loops=True)

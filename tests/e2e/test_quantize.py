@@ -61,11 +61,11 @@ def _build(model, target_text, tmp_path, name):
 
 @pytest.mark.parametrize("target_text", ["host", "llvm -mcpu=haswell"])
 def test_int8_model_runs_integer_kernels_bit_exact_with_onnx_runtime(tiny, tmp_path, target_text):
-    """Every conv, SiLU, Concat and the channel Softmax of the QDQ model agree with ONNX
-    Runtime's int8 kernels exactly (rtol = atol = 0), with VNNI (host here, when it has it)
-    and without (AVX2: the exact int16 conv)."""
+    """Every conv, SiLU, Add, Concat, AveragePool, Gemm and both Softmaxes of the QDQ model
+    agree with ONNX Runtime's int8 kernels exactly (rtol = atol = 0), with VNNI (host here,
+    when it has it) and without (AVX2: the exact int16 conv)."""
     result = quantize(tiny("int8_block"), tmp_path / "int8.onnx", samples=4)
-    assert {"Conv", "Sigmoid", "Mul", "Concat", "Softmax"} <= set(result.quantized_ops)
+    assert {"Conv", "Sigmoid", "Mul", "Add", "Concat", "Softmax", "AveragePool", "Gemm"} <= set(result.quantized_ops)
     built = _build(result.path, target_text, tmp_path, "int8")
     for seed in (0, 1):
         report = verify(result.path, built.library, rtol=0.0, atol=0.0, seed=seed)
