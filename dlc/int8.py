@@ -472,6 +472,65 @@ def _integer_matmul(call, builder, bindings):
     return _requantize(builder, acc, ort_multiplier(a_scale, w_scale, y_scale), int(y_zp), str(call.attrs.out_dtype))
 
 
+# Ops that only move or select values: between a DequantizeLinear and a QuantizeLinear of the
+# same scale and zero point they act on the int8 tensor itself, exactly (ONNX Runtime drops
+# such Q/DQ pairs too). MaxPool is one: dequantisation is monotonic, and the uint8 padding
+# (0) never wins a window of values >= 0.
+_MOVES = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.max_pool2d",
+          "relax.squeeze", "relax.expand_dims", "relax.flatten")
+
+
+def _same_parameters(dq, call, bindings) -> bool:
+    """`dq` dequantizes with the scale and zero point `call` quantizes with (per tensor)."""
+    if str(dq.args[0].ty.dtype) != str(call.attrs.out_dtype):
+        return False
+    ours = [_scalar(_constant(v, bindings)) for v in dq.args[1:]]
+    theirs = [_scalar(_constant(v, bindings)) for v in call.args[1:]]
+    return None not in ours + theirs and np.float32(ours[0]) == np.float32(theirs[0]) and ours[1] == theirs[1]
+
+
+def _integer_move(call, builder, bindings):
+    """quantize(move(dequantize(q))) with one scale and zero point as move(q); a Concat of
+    dequantized tensors as a Concat of the int8 tensors, each requantised to the output's
+    parameters where its own differ; or None."""
+    from tvm import relax
+
+    value = _follow(call.args[0], bindings)
+    if isinstance(value, relax.TupleGetItem):  # one output of a Split
+        split = _follow(value.tuple_value, bindings)
+        if getattr(getattr(split, "op", None), "name", None) != "relax.split":
+            return None
+        dq = _call_of(split.args[0], "relax.dequantize", bindings)
+        if dq is None or not _same_parameters(dq, call, bindings):
+            return None
+        parts = builder.emit(relax.Call(split.op, [dq.args[0]], split.attrs))
+        return relax.TupleGetItem(parts, value.index)
+    name = getattr(getattr(value, "op", None), "name", None)
+    if name in _MOVES:
+        dq = _call_of(value.args[0], "relax.dequantize", bindings)
+        if dq is None or not _same_parameters(dq, call, bindings):
+            return None
+        return relax.Call(value.op, [dq.args[0], *value.args[1:]], value.attrs)
+    if name != "relax.concat":
+        return None
+    fields = _follow(value.args[0], bindings)
+    if not isinstance(fields, relax.Tuple):
+        return None
+    scale, zero_point = call.args[1:]
+    parts = []
+    for field in fields.fields:
+        dq = _call_of(field, "relax.dequantize", bindings)
+        if dq is None or str(dq.args[0].ty.dtype) != str(call.attrs.out_dtype):
+            return None
+        if _same_parameters(dq, call, bindings):
+            parts.append(dq.args[0])
+        else:  # Q(DQ(q)) per input: the same sums as after the concat, on each part
+            parts.append(builder.emit(relax.op.quantize(builder.emit(relax.Call(dq.op, dq.args, dq.attrs)), scale,
+                                                        zero_point, axis=int(call.attrs.axis),
+                                                        out_dtype=str(call.attrs.out_dtype))))
+    return relax.op.concat(parts, axis=int(value.attrs.axis))
+
+
 def integer_qdq():
     """The QDQ rewrite described in the module docstring (a no-op on models without QDQ)."""
     import tvm
@@ -487,7 +546,7 @@ def integer_qdq():
             if getattr(call.op, "name", None) != "relax.quantize":
                 return call
             for rewrite in (_integer_conv, _integer_matmul, _integer_softmax, _integer_add, _integer_mul,
-                            _integer_avg_pool):
+                            _integer_avg_pool, _integer_move):
                 replacement = rewrite(call, self.builder_, self.lookup_binding)
                 if replacement is not None:
                     return replacement
