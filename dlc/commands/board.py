@@ -87,8 +87,10 @@ def emulate_command(arch, tracker, key, host, port):
     if root.seconds:
         console.print(f"board root ready in {root.seconds:.0f} s: {root.path}")
     with display.step(console, f"emulated {arch} board started (import tvm under qemu)"):
-        server = emulator.EmulatedServer(root, host=host, port=port, key=key, tracker=tracker)
-    where = f", registered with {tracker} as {key!r}" if tracker else ""
+        # Without a tracker the key would only make TVM's server refuse `--rpc HOST:PORT`
+        # clients (they ask for no key).
+        server = emulator.EmulatedServer(root, host=host, port=port, key=key if tracker else "", tracker=tracker)
+    where = f", registered with {tracker} as {key!r}" if tracker else f" (use --rpc {host}:{server.port})"
     click.echo(f"emulated {arch} board serving on {host}:{server.port}{where} (Ctrl-C stops it)", err=True)
     # SIGTERM as SystemExit, so the `finally` below stops the server (a handler that waited
     # for it itself would block on the wait the main thread is in).
