@@ -335,7 +335,7 @@ def _graph_passes(target: TargetSpec | None = None, *, layout: bool = True):
     from dlc.int8 import integer_qdq
 
     return [
-        integer_qdq(),  # before FoldConstant turns int8 weights into fp32 ones
+        integer_qdq(target),  # before FoldConstant turns int8 weights into fp32 ones
         relax.transform.DecomposeOpsForInference(),  # batch norm etc. to elementwise ops
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),

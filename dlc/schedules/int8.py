@@ -131,7 +131,7 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
 def apply_softmax(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     """dlc.int8's uint8 softmax: rows in parallel, each row's sum serial from first to last
     (ONNX Runtime's fp32 order; the reduction rules would split it into vector lanes)."""
-    from dlc.int8 import SOFTMAX_SUM_BLOCK
+    from dlc.int8_ort import SOFTMAX_SUM_BLOCK
 
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     if not any(name.startswith(SOFTMAX_SUM_BLOCK) for name in names):

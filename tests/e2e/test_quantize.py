@@ -10,7 +10,8 @@ import pytest
 
 from dlc import build, frontend, pipeline
 from dlc.build import manifest_path
-from dlc.int8 import has_vnni, ort_softmax_table
+from dlc.int8 import has_vnni
+from dlc.int8_ort import ort_softmax_table
 from dlc.quantize import quantize
 from dlc.target import parse_target
 from dlc.verify import verify
