@@ -89,3 +89,15 @@ def test_softmax_table_is_onnx_runtimes():
     assert table.dtype == np.float32 and table.shape == (256,)
     assert np.isclose(np.log(table[255]), np.log(np.finfo(np.float32).max / 16) - 5, rtol=1e-6)
     assert np.all(np.diff(table) > 0) and np.isfinite(table.sum(dtype=np.float32) * 16)
+
+
+@pytest.mark.slow
+def test_tuning_an_int8_model_keeps_it_bit_exact(tiny, tmp_path):
+    """MetaSchedule searches the int8 kernels too (the VNNI one keeps its default when the
+    search finds nothing better); the tuned build still equals ONNX Runtime."""
+    result = quantize(tiny("int8_block"), tmp_path / "int8.onnx", samples=2)
+    done = run_dlc("tune", str(result.path), "--trials", "24", "--logs", str(tmp_path / "logs"))
+    assert done.returncode == 0, done.stderr
+    built = run_dlc("compile", str(result.path), "--tuning-logs", str(tmp_path / "logs"), "-o",
+                    str(tmp_path / "tuned.so"), "--rtol", "0", "--atol", "0")
+    assert built.returncode == 0 and "MISMATCH" not in built.stdout, built.stderr
