@@ -295,7 +295,7 @@ def _integer_matmul(call, builder, bindings):
 # Ops that only move or select values: between a DequantizeLinear and a QuantizeLinear of the
 # same scale and zero point they act on the int8 tensor itself, exactly (ONNX Runtime drops
 # such Q/DQ pairs too). MaxPool is one: dequantisation is monotonic, and the uint8 padding
-# (0) never wins a window of values >= 0.
+# (0) never wins a window of values >= 0; so is a nearest-neighbour Resize.
 _MOVES = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.max_pool2d",
           "relax.squeeze", "relax.expand_dims", "relax.flatten")
 
@@ -326,7 +326,7 @@ def _integer_move(call, builder, bindings):
         parts = builder.emit(relax.Call(split.op, [dq.args[0]], split.attrs))
         return relax.TupleGetItem(parts, value.index)
     name = getattr(getattr(value, "op", None), "name", None)
-    if name in _MOVES:
+    if name in _MOVES or (name == "relax.image.resize2d" and str(value.attrs.method) == "nearest_neighbor"):
         dq = _call_of(value.args[0], "relax.dequantize", bindings)
         if dq is None or not _same_parameters(dq, call, bindings):
             return None
@@ -397,6 +397,68 @@ def integer_qdq(target: TargetSpec | None = None):
         relax.transform.DeadCodeElimination(["main"]),
         _relax_rewrite_pass(ElementwiseQDQ, "DlcElementwiseQDQ"),
     ], name="DlcIntegerQDQ")
+
+
+def _fma_te(x, addend, *, factor: float):
+    """fp32 fma(float(x), factor, addend): one rounding, as ONNX Runtime's AVX2 QLinearAdd."""
+    from tvm import te, tirx
+
+    def at(tensor, index):
+        rank = len(tensor.shape)
+        return tensor[tuple(0 if int(d) == 1 else i for d, i in zip(tensor.shape, index[len(index) - rank:]))]
+
+    return te.compute(x.shape, lambda *i: tirx.call_llvm_pure_intrin(
+        "float32", "llvm.fma", at(x, i).astype("float32"), tirx.const(factor, "float32"), at(addend, i)),
+        name="fma_uint8")
+
+
+def fused_multiply_adds():
+    """The QLinearAdd steps int8_ort writes as float64 (`fp32(float64(x) * r + y)`, one
+    rounding like an fma; plain ops, so the layout passes move them) as fp32 fma kernels,
+    after the layout passes: float64 vectors are half as wide, and a QDQ model has one
+    such step per residual or HardSwish in every epilogue."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from dlc.pipeline import _constant_array, _relax_rewrite_pass
+
+    def as_fma(call, builder, bindings):
+        if str(call.attrs.dtype) != "float32":
+            return None
+        total = _call_of(call.args[0], "relax.add", bindings)
+        if total is None or str(total.ty.dtype) != "float64":
+            return None
+        product = _call_of(total.args[0], "relax.multiply", bindings)
+        widened = _call_of(product.args[0], "relax.astype", bindings) if product is not None else None
+        factor = _constant_array(product.args[1]) if product is not None else None
+        if widened is None or factor is None or factor.size != 1 or "int" not in str(widened.args[0].ty.dtype):
+            return None
+        addend = _follow(total.args[1], bindings)
+        value = _constant_array(addend)
+        if value is not None:
+            narrowed = value.astype(np.float32)
+            if not np.array_equal(narrowed.astype(value.dtype), value):
+                return None  # not an fp32 addend: the float64 sum stays
+            addend = relax.const(narrowed.reshape(()) if narrowed.size == 1 else narrowed, "float32")
+        else:
+            narrow = _call_of(total.args[1], "relax.astype", bindings)
+            if narrow is None or str(narrow.args[0].ty.dtype) != "float32":
+                return None
+            addend = narrow.args[0]
+        # Declared elementwise (0): the fma call would make the kernel opaque to fusion.
+        return builder.call_te(_fma_te, widened.args[0], addend, factor=float(factor.reshape(())),
+                               primfunc_name_hint="fma_uint8", primfunc_attrs={"op_pattern": 0})
+
+    @mutator
+    class FusedMultiplyAdds(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.astype":
+                return call
+            replacement = as_fma(call, self.builder_, self.lookup_binding)
+            return call if replacement is None else replacement
+
+    return [_relax_rewrite_pass(FusedMultiplyAdds, "DlcFusedMultiplyAdds"), relax.transform.DeadCodeElimination(["main"])]
 
 
 def has_vnni(target: TargetSpec) -> bool:

@@ -281,13 +281,14 @@ def _layout_passes(target: TargetSpec | None, *, layout: bool = True):
     ]
     from dlc.schedules.cpu import cpu_params
 
-    from dlc.int8 import vnni_convs
+    from dlc.int8 import fused_multiply_adds, vnni_convs
 
     multiple = cpu_params(target).widest_lanes
     pad = [_pad_output_features(multiple)] if PAD_FEATURES else []
-    # Fast math and the VNNI convs after ConvertLayout, which cannot see through the
-    # call_tir they make.
-    return (convert if layout else []) + pad + (vnni_convs(target) if layout else []) + [_fast_math_pass()]
+    # Fast math, the VNNI convs and the fmas after ConvertLayout, which cannot see through
+    # the call_tir they make.
+    return ((convert if layout else []) + pad + (vnni_convs(target) if layout else []) + fused_multiply_adds()
+            + [_fast_math_pass()])
 
 
 def _graph_ops(mod: tvm.IRModule) -> set[str]:
