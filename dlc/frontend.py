@@ -415,23 +415,32 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
 def import_model(loaded: LoadedModel) -> ImportedModel:
     """Convert to a Relax IRModule with weights bound as constants."""
     from dlc import onnx_ops
+    from dlc.dtypes import NARROW_TYPES
     from dlc.nodemap import import_with_node_names, node_label
+    from dlc.onnx_ops.lowbit import lower_narrow_types
 
+    # bfloat16/float8/int4... tensors become integer storage; the specs keep the ONNX dtype,
+    # which the manifest records and dlc.runtime converts at the boundary.
+    lowered = lower_narrow_types(loaded.model)
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
-    dtypes = {spec.name: spec.dtype for spec in loaded.inputs}
+    dtypes = {spec.name: NARROW_TYPES[spec.dtype].storage if spec.dtype in NARROW_TYPES else spec.dtype
+              for spec in loaded.inputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the importer re-runs the checker and warns loudly
             with onnx_ops.registered():
-                mod = import_with_node_names(loaded.model, shapes, dtypes)
+                mod = import_with_node_names(lowered.model, shapes, dtypes)
     except Exception as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelImportError(
             f"TVM could not import '{loaded.path.name}': {first_line}",
             hint="run with --debug for the importer's traceback; `dlc inspect` lists the ops",
         ) from err
-    outputs = _relax_output_specs(mod, loaded.output_names)
-    labels = tuple(node_label(node) for node in loaded.model.graph.node)
+    outputs = tuple(
+        TensorSpec(spec.name, spec.shape, lowered.narrow[spec.name]) if spec.name in lowered.narrow else spec
+        for spec in _relax_output_specs(mod, loaded.output_names)
+    )
+    labels = tuple(node_label(node) for node in lowered.model.graph.node)
     return ImportedModel(source=loaded, mod=mod, inputs=loaded.inputs, outputs=outputs, node_labels=labels)
 
 

@@ -6,7 +6,7 @@ stays as shipped (no fork) and each class here is an ordinary `OnnxOpConverter` 
 `_impl_vN` methods. What each one adds, and why TVM's own falls short, is in its docstring.
 
 One module per family (recurrent, attention, normalization, resize, quantized, tensor_ops;
-common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
+lowbit: bfloat16/float8/float4/int4/int2 as integer storage; common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
 converters may rely on static shapes: the recurrent nets unroll over the sequence length
 into plain matmuls, Resize's odd cases become constant matrices.
 """
@@ -21,6 +21,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from dlc.onnx_ops.attention import Attention, RotaryEmbedding
 from dlc.onnx_ops.common import tvm_convert_map
+from dlc.onnx_ops.lowbit import CONVERTERS as NARROW_CONVERTERS
 from dlc.onnx_ops.normalization import LayerNormalization, RMSNormalization
 from dlc.onnx_ops.quantized import ConvInteger, QLinearConv, QLinearMatMul
 from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
@@ -50,6 +51,7 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "OneHot": OneHot,
     "Constant": Constant,
     "ReverseSequence": ReverseSequence,
+    **NARROW_CONVERTERS,
 }
 
 
