@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+ORT_MAX_IR_VERSION = 10  # the newest ONNX IR version onnxruntime 1.31 loads every model of
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,9 @@ def _fold_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
     with tempfile.TemporaryDirectory(prefix="dlc-fold-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "folded.onnx"
+        if model.ir_version > ORT_MAX_IR_VERSION:  # onnx 1.23 writes IR 14, which ORT 1.31 refuses
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+            model.ir_version = ORT_MAX_IR_VERSION
         onnx.save(model, str(src))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
