@@ -66,64 +66,78 @@ def _i64(value: int):
     return tirx.const(value, "int64")
 
 
+class _Lets:
+    """Names intermediate values with Lets: the bodies below use each value several times,
+    and as a plain tree (no sharing) the expression, and TVM's simplifier's time on it, grows
+    exponentially with depth (a float8 encode took 20-100 s to compile)."""
+
+    def __init__(self) -> None:
+        self.bindings: list[tuple[tirx.Var, tirx.PrimExpr]] = []
+
+    def __call__(self, name: str, value):
+        var = tirx.Var(name, value.ty)
+        self.bindings.append((var, value))
+        return var
+
+    def around(self, body):
+        for var, value in reversed(self.bindings):
+            body = tirx.Let(var, value, body)
+        return body
+
+
 def _encode_element(x, fmt: FloatFormat, saturate: bool, storage: str):
     """float32 `x` -> the format's bits, rounded to nearest even (integer arithmetic only, in
-    int64 so no step can overflow). `x` is bound once (a Let), which keeps the body small."""
-    bits = tirx.Var("bits", "int64")
-    return tirx.Let(bits, tirx.reinterpret("int32", x).astype("int64"), _encode_bits(bits, fmt, saturate, storage))
-
-
-def _encode_bits(bits, fmt: FloatFormat, saturate: bool, storage: str):
-    sign = (bits >> _i64(31)) & _i64(1)
-    magnitude = bits & _i64(0x7FFFFFFF)
-    is_nan = magnitude > _i64(0x7F800000)
-    exponent = magnitude >> _i64(23)
+    int64 so no step can overflow)."""
+    let = _Lets()
+    bits = let("bits", tirx.reinterpret("int32", x).astype("int64"))
+    sign = let("sign", (bits >> _i64(31)) & _i64(1))
+    magnitude = let("magnitude", bits & _i64(0x7FFFFFFF))
+    exponent = let("exponent", magnitude >> _i64(23))
     mantissa = magnitude & _i64(0x7FFFFF)
     shift = 23 - fmt.mantissa_bits
     # Normal in the target: round the float32 bits to the target's mantissa width (a carry
     # into the exponent is the right answer), then move the exponent's bias.
     rounded = (magnitude + _i64((1 << (shift - 1)) - 1) + ((magnitude >> _i64(shift)) & _i64(1))) >> _i64(shift)
-    normal = rounded - _i64((127 - fmt.bias) << fmt.mantissa_bits)
+    normal = let("normal", rounded - _i64((127 - fmt.bias) << fmt.mantissa_bits))
     # Subnormal (or zero) in the target: the full significand shifted to the target's
     # subnormal step, rounded to nearest even; a result of 1 << M is the smallest normal.
     # The shift is clamped to [1, 30] because both arms of the select are evaluated.
+    significand = let("significand", mantissa | tirx.Select(exponent > _i64(0), _i64(1 << 23), _i64(0)))
     exp_eff = tirx.max(exponent, _i64(1))
-    significand = mantissa | tirx.Select(exponent > _i64(0), _i64(1 << 23), _i64(0))
-    sub_shift = tirx.max(tirx.min(_i64(151 - fmt.bias - fmt.mantissa_bits) - exp_eff, _i64(30)), _i64(1))
-    quotient = significand >> sub_shift
-    remainder = significand & ((_i64(1) << sub_shift) - _i64(1))
-    half = _i64(1) << (sub_shift - _i64(1))
+    sub_shift = let("sub_shift", tirx.max(tirx.min(_i64(151 - fmt.bias - fmt.mantissa_bits) - exp_eff, _i64(30)), _i64(1)))
+    quotient = let("quotient", significand >> sub_shift)
+    remainder = let("remainder", significand & ((_i64(1) << sub_shift) - _i64(1)))
+    half = let("half", _i64(1) << (sub_shift - _i64(1)))
     round_up = tirx.Or(remainder > half, tirx.And(remainder == half, (quotient & _i64(1)) == _i64(1)))
-    subnormal = quotient + tirx.Select(round_up, _i64(1), _i64(0))
-    code = tirx.Select(exponent >= _i64(128 - fmt.bias), normal, subnormal)
+    subnormal = let("subnormal", quotient + tirx.Select(round_up, _i64(1), _i64(0)))
+    code = let("code", tirx.Select(exponent >= _i64(128 - fmt.bias), normal, subnormal))
     if fmt.inf_code is not None and not saturate:
         code = tirx.min(code, _i64(fmt.inf_code))  # overflow (and infinity) -> infinity
     elif fmt.nan_code is not None and not saturate:
         code = tirx.Select(code > _i64(fmt.max_code), _i64(-1), code)  # overflow -> NaN, below
     else:
         code = tirx.min(code, _i64(fmt.max_code))  # saturate (float4 always does)
+    code = let("limited", code)
     signed = code | (sign << _i64(fmt.sign_shift))
     if fmt.unsigned_zero:
         signed = tirx.Select(code == _i64(0), _i64(0), signed)
+    is_nan = magnitude > _i64(0x7F800000)
     if fmt.nan_code is not None:
         nan = _i64(fmt.nan_code) if fmt.unsigned_zero else _i64(fmt.nan_code) | (sign << _i64(fmt.sign_shift))
         signed = tirx.Select(tirx.Or(is_nan, code < _i64(0)), nan, signed)
     else:  # float4 has no NaN: ml_dtypes (ONNX's reference) writes +NaN as -0 and -NaN as +0
         signed = tirx.Select(is_nan, (_i64(1) - sign) << _i64(fmt.sign_shift), signed)
-    return signed.astype(storage)
+    return let.around(signed.astype(storage))
 
 
 def _decode_element(code, fmt: FloatFormat):
     """The format's bits -> float32, exactly."""
-    c = tirx.Var("code", "int64")
-    return tirx.Let(c, code.astype("int64"), _decode_bits(c, fmt))
-
-
-def _decode_bits(c, fmt: FloatFormat):
+    let = _Lets()
     m_bits, e_bits = fmt.mantissa_bits, fmt.exponent_bits
-    sign = (c >> _i64(fmt.sign_shift)) & _i64(1)
-    exponent = (c >> _i64(m_bits)) & _i64((1 << e_bits) - 1)
-    mantissa = c & _i64((1 << m_bits) - 1)
+    c = let("code", code.astype("int64"))
+    sign = let("sign", (c >> _i64(fmt.sign_shift)) & _i64(1))
+    exponent = let("exponent", (c >> _i64(m_bits)) & _i64((1 << e_bits) - 1))
+    mantissa = let("mantissa", c & _i64((1 << m_bits) - 1))
 
     def from_bits(value):
         return tirx.reinterpret("float32", value.astype("uint32"))
@@ -133,17 +147,17 @@ def _decode_bits(c, fmt: FloatFormat):
     step = tirx.const(2.0 ** (1 - fmt.bias - m_bits), "float32")
     tiny = mantissa.astype("float32") * step
     subnormal = tirx.Select(sign == _i64(1), -tiny, tiny)
-    value = tirx.Select(exponent == _i64(0), subnormal, normal)
+    value = let("value", tirx.Select(exponent == _i64(0), subnormal, normal))
     nan = from_bits(_i64(0x7FC00000))
     if fmt.unsigned_zero:
-        return tirx.Select(c == _i64(0x80), nan, value)
-    if fmt.inf_code is not None:  # IEEE-like: all-ones exponent is infinity or NaN
+        value = tirx.Select(c == _i64(0x80), nan, value)
+    elif fmt.inf_code is not None:  # IEEE-like: all-ones exponent is infinity or NaN
         all_ones = exponent == _i64((1 << e_bits) - 1)
         inf = from_bits((sign << _i64(31)) | _i64(0x7F800000))
-        return tirx.Select(all_ones, tirx.Select(mantissa == _i64(0), inf, nan), value)
-    if fmt.nan_code is not None:  # e4m3fn: S.1111.111 is NaN, there is no infinity
-        return tirx.Select((c & _i64(0x7F)) == _i64(0x7F), nan, value)
-    return value
+        value = tirx.Select(all_ones, tirx.Select(mantissa == _i64(0), inf, nan), value)
+    elif fmt.nan_code is not None:  # e4m3fn: S.1111.111 is NaN, there is no infinity
+        value = tirx.Select((c & _i64(0x7F)) == _i64(0x7F), nan, value)
+    return let.around(value)
 
 
 def encode(bb, x: relax.Expr, dtype: str, *, saturate: bool) -> relax.Expr:
