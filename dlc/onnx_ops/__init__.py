@@ -6,7 +6,8 @@ stays as shipped (no fork) and each class here is an ordinary `OnnxOpConverter` 
 `_impl_vN` methods. What each one adds, and why TVM's own falls short, is in its docstring.
 
 One module per family (recurrent, attention, normalization, resize, quantized, tensor_ops;
-lowbit: bfloat16/float8/float4/int4/int2 as integer storage; common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
+lowbit: bfloat16/float8/float4/int4/int2 as integer storage; runtime_axes: Reduce* with
+run-time axes; common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
 converters may rely on static shapes: the recurrent nets unroll over the sequence length
 into plain matmuls, Resize's odd cases become constant matrices.
 """
@@ -26,6 +27,7 @@ from dlc.onnx_ops.normalization import LayerNormalization, RMSNormalization
 from dlc.onnx_ops.quantized import ConvInteger, QLinearConv, QLinearMatMul
 from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
 from dlc.onnx_ops.resize import Resize
+from dlc.onnx_ops.runtime_axes import ReduceOverAxes
 from dlc.onnx_ops.tensor_ops import (
     Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence,
 )
@@ -52,6 +54,7 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "Constant": Constant,
     "ReverseSequence": ReverseSequence,
     **NARROW_CONVERTERS,
+    "ReduceOverAxes": ReduceOverAxes,
 }
 
 

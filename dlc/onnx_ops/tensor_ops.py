@@ -1,4 +1,4 @@
-"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool ReduceMax/Min, OneHot, Constant, ReverseSequence."""
+"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool and empty ReduceMax/Min, OneHot, Constant, ReverseSequence."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ class Celu(OnnxOpConverter):
 
 
 class _BoolReduce(OnnxOpConverter):
-    """TVM's ReduceMax/ReduceMin legalisation has no min/max value for bool: reduce as uint8."""
+    """TVM's ReduceMax/ReduceMin legalisation has no min/max value for bool: reduce as uint8.
+    Over an empty axis the result is the reduction's identity (ONNX: max of nothing is -inf,
+    False, or the type's minimum), where TVM's gives the type's finite extreme."""
 
     name = ""
 
@@ -89,11 +91,35 @@ class _BoolReduce(OnnxOpConverter):
     def _convert(cls, bb, inputs, attr, params, version):
         convert = tvm_converter(cls.name, version)
         x = inputs[0]
-        if dtype_of(x) != "bool":
-            return convert(bb, inputs, attr, params)
-        widened = [bb.emit(relax.op.astype(x, "uint8")), *inputs[1:]]
-        out = bb.normalize(convert(bb, widened, attr, params))
-        return bb.emit(relax.op.astype(out, "bool"))
+        dtype = dtype_of(x)
+        if dtype != "bool":
+            out = bb.normalize(convert(bb, inputs, attr, params))
+        else:
+            widened = [bb.emit(relax.op.astype(x, "uint8")), *inputs[1:]]
+            out = bb.emit(relax.op.astype(bb.normalize(convert(bb, widened, attr, params)), "bool"))
+        if not cls._reduces_nothing(x, inputs, attr, version):
+            return out
+        identity = np.full(static_shape(out, cls.name), cls._identity(dtype), dtype=dtype)
+        return relax.const(identity, dtype)  # empty input: nothing to compute at run time
+
+    @classmethod
+    def _reduces_nothing(cls, x, inputs, attr, version) -> bool:
+        """Some reduced axis has size 0 (axes known at import; none given: every axis)."""
+        shape = static_shape(x, cls.name)
+        axes = constant(inputs[1]) if version >= 18 and len(inputs) > 1 else attr.get("axes")
+        if axes is None or np.size(axes) == 0:
+            axes = [] if attr.get("noop_with_empty_axes", 0) else range(len(shape))
+        return any(shape[int(a)] == 0 for a in np.reshape(axes, -1))
+
+    @classmethod
+    def _identity(cls, dtype: str):
+        largest = cls.name == "ReduceMin"
+        if dtype == "bool":
+            return largest
+        if dtype.startswith("float"):
+            return np.inf if largest else -np.inf
+        info = np.iinfo(dtype)
+        return int(info.max if largest else info.min)
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
