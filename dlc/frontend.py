@@ -422,11 +422,11 @@ def import_model(loaded: LoadedModel) -> ImportedModel:
     from dlc.dtypes import NARROW_TYPES
     from dlc.nodemap import import_with_node_names, node_label
     from dlc.onnx_ops.lowbit import lower_narrow_types
-    from dlc.onnx_ops.runtime_axes import specialise_reduce_axes
+    from dlc.onnx_ops.shape_inputs import specialise_shape_inputs
 
     # bfloat16/float8/int4... tensors become integer storage; the specs keep the ONNX dtype,
     # which the manifest records and dlc.runtime converts at the boundary.
-    lowered = lower_narrow_types(specialise_reduce_axes(loaded.model, loaded.opset))
+    lowered = lower_narrow_types(specialise_shape_inputs(loaded.model, loaded.opset))
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
     dtypes = {spec.name: NARROW_TYPES[spec.dtype].storage if spec.dtype in NARROW_TYPES else spec.dtype
               for spec in loaded.inputs}

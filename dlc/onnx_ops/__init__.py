@@ -6,9 +6,9 @@ stays as shipped (no fork) and each class here is an ordinary `OnnxOpConverter` 
 `_impl_vN` methods. What each one adds, and why TVM's own falls short, is in its docstring.
 
 One module per family (recurrent, attention, normalization, resize, quantized, tensor_ops;
-lowbit: bfloat16/float8/float4/int4/int2 as integer storage; runtime_axes: Reduce* with
-run-time axes; common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
-converters may rely on static shapes: the recurrent nets unroll over the sequence length
+lowbit: bfloat16/float8/float4/int4/int2 as integer storage; shape_inputs: Reduce* axes,
+TopK k, Split sizes, Reshape shape given at run time; common: shared helpers). Every input
+dimension is fixed before import (dlc.frontend), so converters may rely on static shapes: the recurrent nets unroll over the sequence length
 into plain matmuls, Resize's odd cases become constant matrices.
 """
 
@@ -27,9 +27,9 @@ from dlc.onnx_ops.normalization import LayerNormalization, RMSNormalization
 from dlc.onnx_ops.quantized import ConvInteger, QLinearConv, QLinearMatMul
 from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
 from dlc.onnx_ops.resize import Resize
-from dlc.onnx_ops.runtime_axes import ReduceOverAxes
+from dlc.onnx_ops.shape_inputs import ExpectInput, ReduceOverAxes
 from dlc.onnx_ops.tensor_ops import (
-    Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence,
+    Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence, Split,
 )
 
 CONVERTERS: dict[str, type[OnnxOpConverter]] = {
@@ -53,8 +53,10 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "OneHot": OneHot,
     "Constant": Constant,
     "ReverseSequence": ReverseSequence,
+    "Split": Split,
     **NARROW_CONVERTERS,
     "ReduceOverAxes": ReduceOverAxes,
+    "ExpectInput": ExpectInput,
 }
 
 

@@ -1,4 +1,5 @@
-"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool and empty ReduceMax/Min, OneHot, Constant, ReverseSequence."""
+"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool and empty ReduceMax/Min, OneHot, Constant, ReverseSequence,
+zero-size Split pieces."""
 
 from __future__ import annotations
 
@@ -200,3 +201,29 @@ class ReverseSequence(OnnxOpConverter):
             index = bb.emit(op.expand_dims(index, expand))
         index = bb.emit(op.broadcast_to(index, list(shape)))
         return bb.emit(op.gather_elements(x, index, axis=time_axis))
+
+
+class Split(OnnxOpConverter):
+    """TVM's becomes relax's split at the running sums of the sizes, which must increase
+    strictly: a zero-size piece ("split_indices must be sorted") fails to compile. Constant
+    sizes with a zero become one strided slice per piece; anything else is TVM's."""
+
+    @classmethod
+    def _pieces(cls, bb, x, sizes, axis: int):
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        pieces = [bb.emit(relax.op.strided_slice(x, [axis], [int(s)], [int(s + n)])) for s, n in zip(starts, sizes)]
+        return relax.Tuple(pieces)
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        sizes = attr.get("split")
+        if sizes is not None and 0 in sizes:
+            return cls._pieces(bb, inputs[0], list(sizes), attr.get("axis", 0))
+        return tvm_converter("Split", 1)(bb, inputs, attr, params)
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        sizes = constant(inputs[1]) if len(inputs) > 1 else None
+        if sizes is not None and sizes.ndim == 1 and 0 in sizes:
+            return cls._pieces(bb, inputs[0], sizes.tolist(), attr.get("axis", 0))
+        return tvm_converter("Split", 13)(bb, inputs, attr, params)

@@ -339,3 +339,31 @@ def test_reduce_with_run_time_axes_picks_the_declared_shapes_candidate(tmp_path,
     library = load_library(path.with_suffix(".so"))
     with pytest.raises(DlcError, match=r"ReduceSum: the axes input must be one of \[\[1\], \[2\]\]"):
         library.run({**feeds, "axes": np.array([0], np.int64)})
+
+
+def test_shape_inputs_given_at_run_time_are_checked_against_the_declared_shapes(tmp_path):
+    """TopK's k, Reshape's shape and Split's sizes as graph inputs: compiled for the values
+    the declared output shapes imply, and refused at run time when they differ. A zero-size
+    Split piece compiles (TVM's split needs strictly increasing indices)."""
+    from dlc.errors import DlcError
+
+    value = helper.make_tensor_value_info
+    path = _save(tmp_path / "shape_inputs.onnx", [
+        helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+    ], [value("x", TensorProto.FLOAT, [2, 6]), value("k", TensorProto.INT64, [1]),
+        value("shape", TensorProto.INT64, [2]), value("sizes", TensorProto.INT64, [3])],
+        [value("values", TensorProto.FLOAT, [2, 3]), value("indices", TensorProto.INT64, [2, 3]),
+         value("flat", TensorProto.FLOAT, [3, 4]), value("a", TensorProto.FLOAT, [2, 0]),
+         value("b", TensorProto.FLOAT, [2, 4]), value("c", TensorProto.FLOAT, [2, 2])], opset=18)
+    rng = np.random.default_rng(9)
+    feeds = {"x": rng.standard_normal((2, 6)).astype(np.float32), "k": np.array([3], np.int64),
+             "shape": np.array([-1, 4], np.int64), "sizes": np.array([0, 4, 2], np.int64)}
+    got, want = _dlc_and_ort(path, feeds)
+    _assert_close(got, want)
+    library = load_library(path.with_suffix(".so"))
+    with pytest.raises(DlcError, match=r"TopK: input 'k' must be \[3\]"):
+        library.run({**feeds, "k": np.array([2], np.int64)})
+    with pytest.raises(DlcError, match=r"Reshape: input 'shape' must be \[3, 4\]"):
+        library.run({**feeds, "shape": np.array([4, -1], np.int64)})
