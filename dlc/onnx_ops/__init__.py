@@ -27,7 +27,7 @@ from dlc.onnx_ops.normalization import LayerNormalization, RMSNormalization
 from dlc.onnx_ops.quantized import ConvInteger, QLinearConv, QLinearMatMul
 from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
 from dlc.onnx_ops.resize import Resize
-from dlc.onnx_ops.shape_inputs import ExpectInput, ReduceOverAxes
+from dlc.onnx_ops.shape_inputs import ExpectInput, OverAxes
 from dlc.onnx_ops.tensor_ops import (
     Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence, Split,
 )
@@ -55,7 +55,7 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "ReverseSequence": ReverseSequence,
     "Split": Split,
     **NARROW_CONVERTERS,
-    "ReduceOverAxes": ReduceOverAxes,
+    "OverAxes": OverAxes,
     "ExpectInput": ExpectInput,
 }
 

@@ -1,5 +1,6 @@
 """Inputs that decide an output's shape given at run time: Reduce* axes, TopK's k, OneHot's
-depth, Split's sizes, Reshape's shape, specialised to the model's declared output shapes.
+depth, Split's sizes, Reshape's shape (and CumSum/CumProd's axis), specialised to the
+model's declared output shapes.
 
 TVM 0.27's converters take these as constants only ("Only constant axes currently
 supported", "TopK k must be a constant", "Dynamic Split not yet supported"): they decide the
@@ -7,9 +8,9 @@ output's shape, and dlc compiles for static shapes. When the model declares the 
 shape (a graph output, or read through Cast/Sqrt/Log... to one), the values are known, or
 are a few candidates, and `specialise_shape_inputs` rewrites the node:
 
-- Reduce* -> dlc's `ReduceOverAxes`: the sets of that many axes whose reduction gives the
+- Reduce* -> dlc's `OverAxes`: the sets of that many axes whose reduction gives the
   declared shape are each reduced (constant axes, TVM's own converter) and the run-time
-  axes pick one.
+  axes pick one. CumSum and CumProd keep the input's shape: every axis is a candidate.
 - TopK, OneHot, Split, Reshape -> the same node reading a constant, behind dlc's
   `ExpectInput`, which passes its data through once the run-time value is checked.
 
@@ -29,11 +30,12 @@ from onnx import helper
 from tvm import relax, te, tirx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-from dlc.onnx_ops.common import attr_str, tvm_convert_map
+from dlc.onnx_ops.common import attr_str
 
 DOMAIN = "dlc"
 OPAQUE_PATTERN = 8  # relax's OpPatternKind.kOpaque: the check stays its own kernel
 MAX_CANDIDATES = 8
+CUMULATIVE_OPS = ("CumSum", "CumProd")  # axis input from their first opset
 # op -> the first opset whose axes are an input (ReduceSum's moved at 13, the rest at 18)
 REDUCE_OPS = {
     "ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceProd": 18,
@@ -100,6 +102,16 @@ def _expected_input(node: onnx.NodeProto, shapes: dict, constants: set, opset: i
     return slot, list(out), "reshape"
 
 
+def _over_axes(node: onnx.NodeProto, candidates, rank: int, opset: int, *, scalar: bool = False) -> onnx.NodeProto:
+    """dlc's OverAxes in place of `node`: its attributes, and dlc_* ones saying how to run it."""
+    over = helper.make_node(
+        "OverAxes", list(node.input[:2]), list(node.output), name=node.name, domain=DOMAIN,
+        dlc_op=node.op_type, dlc_opset=opset, dlc_rank=rank, dlc_scalar=int(scalar),
+        dlc_candidates=[a for axes in candidates for a in axes], dlc_count=len(candidates[0]))
+    over.attribute.extend(node.attribute)
+    return over
+
+
 def specialise_shape_inputs(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """`model` with the nodes described above rewritten; the model itself if none is."""
     graph = model.graph
@@ -135,6 +147,12 @@ def specialise_shape_inputs(model: onnx.ModelProto, opset: int) -> onnx.ModelPro
             fixed.input[0], fixed.input[slot] = checked, name
             replaced[index] = fixed
             continue
+        if node.op_type in CUMULATIVE_OPS and node.domain in ("", "ai.onnx") and node.input[1] not in constants:
+            in_shape, axis_shape = shapes.get(node.input[0]), shapes.get(node.input[1])
+            if in_shape is not None and axis_shape in ((), (1,)):
+                replaced[index] = _over_axes(node, [(d,) for d in range(len(in_shape))], len(in_shape), opset,
+                                             scalar=axis_shape == ())
+            continue
         since = REDUCE_OPS.get(node.op_type)
         if since is None or opset < since or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
@@ -152,14 +170,10 @@ def specialise_shape_inputs(model: onnx.ModelProto, opset: int) -> onnx.ModelPro
         if in_shape is None or out_shape is None or axes_shape is None or len(axes_shape) != 1:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        keepdims = bool(attrs.get("keepdims", 1))
-        candidates = _candidates(in_shape, out_shape, axes_shape[0], keepdims)
+        candidates = _candidates(in_shape, out_shape, axes_shape[0], bool(attrs.get("keepdims", 1)))
         if not candidates or len(candidates) > MAX_CANDIDATES:
             continue
-        replaced[index] = helper.make_node(
-            "ReduceOverAxes", list(node.input[:2]), list(node.output), name=node.name, domain=DOMAIN,
-            reduce=node.op_type, keepdims=int(keepdims), opset=opset, rank=len(in_shape),
-            candidates=[a for axes in candidates for a in axes], count=axes_shape[0])
+        replaced[index] = _over_axes(node, candidates, len(in_shape), opset)
     if not replaced:
         return model
     specialised = onnx.ModelProto()
@@ -257,27 +271,29 @@ def _matches(bb, axes, rank: int, axes_set: tuple[int, ...]):
     return bb.emit(op.min(op.astype(op.max(op.astype(hits, "int32"), [1]), "int32"), []))
 
 
-class ReduceOverAxes(OnnxOpConverter):
-    """The converter of dlc's ReduceOverAxes (see the module's docstring)."""
+class OverAxes(OnnxOpConverter):
+    """dlc's OverAxes: the op (a Reduce*, CumSum, CumProd) once per candidate axes, constant,
+    by its own converter; the run-time axes pick the result, after the library checks they
+    are one of the candidates."""
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         from dlc.onnx_ops import convert_map
 
         data, axes = inputs[0], inputs[1]
-        reduce = attr_str(attr, "reduce", "")
-        rank, count = attr["rank"], attr["count"]
-        flat = list(attr["candidates"])
+        op_type = attr_str(attr, "dlc_op", "")
+        rank, count = attr["dlc_rank"], attr["dlc_count"]
+        flat = list(attr["dlc_candidates"])
         candidates = [tuple(flat[i:i + count]) for i in range(0, len(flat), count)]
-        message = (f"{reduce}: the axes input must be one of {[list(c) for c in candidates]} "
+        message = (f"{op_type}: the axes input must be one of {[list(c) for c in candidates]} "
                    "(the model's declared output shape allows no other)")
         checked = _emit_checked(bb, data, axes, _one_of(rank, candidates), message)
-        convert = convert_map().get(reduce, tvm_convert_map()[reduce]).get_converter(attr["opset"])
-        reduce_attrs = {"keepdims": attr["keepdims"], "noop_with_empty_axes": 0}
-        results = [
-            bb.normalize(convert(bb, [checked, relax.const(np.array(c, dtype="int64"))], dict(reduce_attrs), params))
-            for c in candidates
-        ]
+        convert = convert_map()[op_type].get_converter(attr["dlc_opset"])
+        op_attrs = {k: v for k, v in attr.items() if not k.startswith("dlc_")}
+        results = []
+        for axes_set in candidates:
+            value = np.array(axes_set[0] if attr["dlc_scalar"] else axes_set, dtype="int64")
+            results.append(bb.normalize(convert(bb, [checked, relax.const(value)], dict(op_attrs), params)))
         out = results[-1]
         for axes_set, result in zip(candidates[-2::-1], results[-2::-1]):
             out = bb.emit(relax.op.where(relax.op.astype(_matches(bb, axes, rank, axes_set), "bool"), result, out))

@@ -316,8 +316,9 @@ def test_smaller_converters_against_ort(tmp_path):
 @pytest.mark.parametrize("axes", [[1], [-1]])
 def test_reduce_with_run_time_axes_picks_the_declared_shapes_candidate(tmp_path, axes):
     """ReduceSum's axes as a graph input: (3, 2, 2) -> (3, 2) may reduce axis 1 or axis 2;
-    both are compiled and the run-time axes choose. Axes the declared shape does not allow
-    fail the call; ReduceMax over an empty axis is -inf, as ONNX's reference says."""
+    both are compiled and the run-time axes choose (CumSum's axis: any of the three). Axes
+    the declared shape does not allow fail the call; ReduceMax over an empty axis is -inf, as
+    ONNX's reference says."""
     from dlc.errors import DlcError
 
     value = helper.make_tensor_value_info
@@ -326,13 +327,15 @@ def test_reduce_with_run_time_axes_picks_the_declared_shapes_candidate(tmp_path,
         helper.make_node("ReduceL2", ["x", "last"], ["l2_"], keepdims=1),
         helper.make_node("Identity", ["l2_"], ["l2"]),
         helper.make_node("ReduceMax", ["empty", "axes_empty"], ["m"], keepdims=1),
+        helper.make_node("CumSum", ["x", "axis"], ["cumsum"], reverse=1),
     ], [value("x", TensorProto.FLOAT, [3, 2, 2]), value("axes", TensorProto.INT64, [1]),
+        value("axis", TensorProto.INT32, []),
         value("last", TensorProto.INT64, [1]), value("empty", TensorProto.FLOAT, [2, 0, 3]), value("axes_empty", TensorProto.INT64, [1])],
         [value("y", TensorProto.FLOAT, [3, 2]), value("l2", TensorProto.FLOAT, [3, 2, 1]),
-         value("m", TensorProto.FLOAT, [2, 1, 3])], opset=18)
+         value("m", TensorProto.FLOAT, [2, 1, 3]), value("cumsum", TensorProto.FLOAT, [3, 2, 2])], opset=18)
     rng = np.random.default_rng(5)
     feeds = {"x": rng.standard_normal((3, 2, 2)).astype(np.float32), "axes": np.array(axes, np.int64),
-             "last": np.array([-1], np.int64), "empty": np.zeros((2, 0, 3), np.float32), "axes_empty": np.array([1], np.int64)}
+             "last": np.array([-1], np.int64), "axis": np.array(axes[0], np.int32), "empty": np.zeros((2, 0, 3), np.float32), "axes_empty": np.array([1], np.int64)}
     got, want = _dlc_and_ort(path, feeds)
     _assert_close(got, want)
     assert np.isneginf(got["m"]).all()
