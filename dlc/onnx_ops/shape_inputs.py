@@ -1,6 +1,6 @@
 """Inputs that decide an output's shape given at run time: Reduce* axes, TopK's k, OneHot's
-depth, Split's sizes, Reshape's shape (and CumSum/CumProd's axis), specialised to the
-model's declared output shapes.
+depth, Split's sizes, Reshape's shape, Resize's sizes (and CumSum/CumProd's axis),
+specialised to the model's declared output shapes.
 
 TVM 0.27's converters take these as constants only ("Only constant axes currently
 supported", "TopK k must be a constant", "Dynamic Split not yet supported"): they decide the
@@ -11,7 +11,7 @@ are a few candidates, and `specialise_shape_inputs` rewrites the node:
 - Reduce* -> dlc's `OverAxes`: the sets of that many axes whose reduction gives the
   declared shape are each reduced (constant axes, TVM's own converter) and the run-time
   axes pick one. CumSum and CumProd keep the input's shape: every axis is a candidate.
-- TopK, OneHot, Split, Reshape -> the same node reading a constant, behind dlc's
+- TopK, OneHot, Split, Reshape, Resize -> the same node reading a constant, behind dlc's
   `ExpectInput`, which passes its data through once the run-time value is checked.
 
 The check is in the library (an assert in a small opaque kernel, as dlc.bounds' index
@@ -79,10 +79,11 @@ def _declared_shape(name: str, shapes: dict, consumers: dict) -> tuple[int, ...]
 
 def _expected_input(node: onnx.NodeProto, shapes: dict, constants: set, opset: int):
     """(input slot, the values the declared output shapes imply, how to compare) for TopK's k,
-    OneHot's depth, Split's sizes and Reshape's shape given at run time; None otherwise."""
+    OneHot's depth, Split's sizes, Reshape's shape and Resize's sizes given at run time; None
+    otherwise."""
     if node.domain not in ("", "ai.onnx"):
         return None
-    slots = {"TopK": (1, 10), "OneHot": (1, 9), "Split": (1, 13), "Reshape": (1, 5)}
+    slots = {"TopK": (1, 10), "OneHot": (1, 9), "Split": (1, 13), "Reshape": (1, 5), "Resize": (3, 11)}
     slot, since = slots.get(node.op_type, (None, None))
     if slot is None or opset < since or len(node.input) <= slot or not node.input[slot]:
         return None
@@ -94,6 +95,10 @@ def _expected_input(node: onnx.NodeProto, shapes: dict, constants: set, opset: i
         return slot, [out[attrs.get("axis", -1)]], "equal"
     if node.op_type == "OneHot":
         return slot, [out[attrs.get("axis", -1)]], "equal"
+    if node.op_type == "Resize":  # sizes: the output's shape along `axes`, unless an aspect policy applies
+        if attrs.get("keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
+            return None
+        return slot, [out[a] for a in attrs.get("axes", range(len(out)))], "equal"
     if node.op_type == "Split":
         axis = attrs.get("axis", 0)
         return slot, [shapes[o][axis] for o in node.output], "equal"

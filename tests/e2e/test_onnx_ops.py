@@ -345,7 +345,7 @@ def test_reduce_with_run_time_axes_picks_the_declared_shapes_candidate(tmp_path,
 
 
 def test_shape_inputs_given_at_run_time_are_checked_against_the_declared_shapes(tmp_path):
-    """TopK's k, Reshape's shape and Split's sizes as graph inputs: compiled for the values
+    """TopK's k, Reshape's shape, Split's and Resize's sizes as graph inputs: compiled for the values
     the declared output shapes imply, and refused at run time when they differ. A zero-size
     Split piece compiles (TVM's split needs strictly increasing indices)."""
     from dlc.errors import DlcError
@@ -355,14 +355,18 @@ def test_shape_inputs_given_at_run_time_are_checked_against_the_declared_shapes(
         helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1),
         helper.make_node("Reshape", ["x", "shape"], ["flat"]),
         helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+        helper.make_node("Resize", ["x", "", "", "resize_to"], ["resized"], mode="linear"),
     ], [value("x", TensorProto.FLOAT, [2, 6]), value("k", TensorProto.INT64, [1]),
-        value("shape", TensorProto.INT64, [2]), value("sizes", TensorProto.INT64, [3])],
+        value("shape", TensorProto.INT64, [2]), value("sizes", TensorProto.INT64, [3]),
+        value("resize_to", TensorProto.INT64, [2])],
         [value("values", TensorProto.FLOAT, [2, 3]), value("indices", TensorProto.INT64, [2, 3]),
          value("flat", TensorProto.FLOAT, [3, 4]), value("a", TensorProto.FLOAT, [2, 0]),
-         value("b", TensorProto.FLOAT, [2, 4]), value("c", TensorProto.FLOAT, [2, 2])], opset=18)
+         value("b", TensorProto.FLOAT, [2, 4]), value("c", TensorProto.FLOAT, [2, 2]),
+         value("resized", TensorProto.FLOAT, [4, 9])], opset=18)
     rng = np.random.default_rng(9)
     feeds = {"x": rng.standard_normal((2, 6)).astype(np.float32), "k": np.array([3], np.int64),
-             "shape": np.array([-1, 4], np.int64), "sizes": np.array([0, 4, 2], np.int64)}
+             "shape": np.array([-1, 4], np.int64), "sizes": np.array([0, 4, 2], np.int64),
+             "resize_to": np.array([4, 9], np.int64)}
     got, want = _dlc_and_ort(path, feeds)
     _assert_close(got, want)
     library = load_library(path.with_suffix(".so"))
