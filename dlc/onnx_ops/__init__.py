@@ -29,7 +29,8 @@ from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
 from dlc.onnx_ops.resize import Resize
 from dlc.onnx_ops.shape_inputs import ExpectInput, OverAxes
 from dlc.onnx_ops.tensor_ops import (
-    Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence, Split,
+    BitCast, Celu, Constant, Cosh, CumProd, Dropout, IsInf, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin,
+    ReverseSequence, Sinh, Split,
 )
 
 CONVERTERS: dict[str, type[OnnxOpConverter]] = {
@@ -54,6 +55,11 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "Constant": Constant,
     "ReverseSequence": ReverseSequence,
     "Split": Split,
+    "Sinh": Sinh,
+    "Cosh": Cosh,
+    "IsInf": IsInf,
+    "Dropout": Dropout,
+    "BitCast": BitCast,
     **NARROW_CONVERTERS,
     "OverAxes": OverAxes,
     "ExpectInput": ExpectInput,

@@ -1,5 +1,5 @@
 """Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool and empty ReduceMax/Min, OneHot, Constant, ReverseSequence,
-zero-size Split pieces."""
+zero-size Split pieces, Sinh/Cosh, IsInf's directions, inference Dropout's mask, BitCast."""
 
 from __future__ import annotations
 
@@ -227,3 +227,75 @@ class Split(OnnxOpConverter):
         if sizes is not None and sizes.ndim == 1 and 0 in sizes:
             return cls._pieces(bb, inputs[0], sizes.tolist(), attr.get("axis", 0))
         return tvm_converter("Split", 13)(bb, inputs, attr, params)
+
+
+class Sinh(OnnxOpConverter):
+    """TVM's lowers to a tirx.sinh intrinsic LLVM has no lowering for ("unknown intrinsic"):
+    (exp(x) - exp(-x)) / 2."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        half = relax.const(0.5, dtype_of(x))
+        return bb.emit(op.multiply(op.subtract(op.exp(x), op.exp(op.negative(x))), half))
+
+
+class Cosh(OnnxOpConverter):
+    """As Sinh: (exp(x) + exp(-x)) / 2."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        half = relax.const(0.5, dtype_of(x))
+        return bb.emit(op.multiply(op.add(op.exp(x), op.exp(op.negative(x))), half))
+
+
+class IsInf(OnnxOpConverter):
+    """TVM's ignores detect_positive / detect_negative."""
+
+    @classmethod
+    def _impl_v10(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        found = bb.emit(op.isinf(x))
+        zero = relax.const(0, dtype_of(x))
+        if not attr.get("detect_positive", 1):
+            found = bb.emit(op.logical_and(found, op.less(x, zero)))
+        if not attr.get("detect_negative", 1):
+            found = bb.emit(op.logical_and(found, op.greater(x, zero)))
+        return found
+
+
+class Dropout(OnnxOpConverter):
+    """Outside training (no training_mode, or a constant false one) or with a constant ratio
+    of 0, ONNX's Dropout is the identity and its mask all true (bool); TVM's mask is float.
+    Training with a real ratio is random: TVM's."""
+
+    @classmethod
+    def _impl_v12(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        ratio = constant(inputs[1]) if len(inputs) > 1 else None
+        training = constant(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.array(False)
+        if training is None or (bool(training) and (ratio is None or float(ratio) != 0.0)):
+            return tvm_converter("Dropout", 12)(bb, inputs, attr, params)
+        if attr["tvm_custom"]["num_outputs"] == 1:
+            return x
+        mask = relax.const(np.ones(static_shape(x, "Dropout input"), dtype=bool), "bool")
+        return relax.Tuple([x, mask])
+
+
+class BitCast(OnnxOpConverter):
+    """Not in TVM 0.27's importer (opset 26): the same bits as another type of the same width."""
+
+    @classmethod
+    def _impl_v26(cls, bb, inputs, attr, params):
+        from onnx import helper
+        from tvm import te, tirx
+
+        x = inputs[0]
+        to = helper.tensor_dtype_to_np_dtype(attr["to"]).name
+        source = dtype_of(x)
+        if source == "bool" or to == "bool":  # one byte holding 0 or 1 either way
+            return bb.emit(relax.op.astype(x, to))
+        if np.dtype(source).itemsize != np.dtype(to).itemsize:
+            raise ValueError(f"BitCast from {source} to {to}: the widths differ")
+        return bb.emit_te(lambda t: te.compute(t.shape, lambda *i: tirx.reinterpret(to, t(*i)), name="bitcast"), x)

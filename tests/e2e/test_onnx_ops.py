@@ -374,3 +374,22 @@ def test_shape_inputs_given_at_run_time_are_checked_against_the_declared_shapes(
         library.run({**feeds, "k": np.array([2], np.int64)})
     with pytest.raises(DlcError, match=r"Reshape: input 'shape' must be \[3, 4\]"):
         library.run({**feeds, "shape": np.array([4, -1], np.int64)})
+
+
+def test_sinh_cosh_isinf_dropout_and_bitcast_against_ort(tmp_path):
+    value = helper.make_tensor_value_info
+    path = _save(tmp_path / "misc.onnx", [
+        helper.make_node("Sinh", ["x"], ["sinh"]),
+        helper.make_node("Cosh", ["x"], ["cosh"]),
+        helper.make_node("IsInf", ["x"], ["neg_inf"], detect_positive=0),
+        helper.make_node("Dropout", ["x"], ["kept", "mask"]),
+        helper.make_node("BitCast", ["x"], ["bits"], to=TensorProto.INT32),
+    ], [value("x", TensorProto.FLOAT, [2, 3])],
+        [value("sinh", TensorProto.FLOAT, [2, 3]), value("cosh", TensorProto.FLOAT, [2, 3]),
+         value("neg_inf", TensorProto.BOOL, [2, 3]), value("kept", TensorProto.FLOAT, [2, 3]),
+         value("mask", TensorProto.BOOL, [2, 3]), value("bits", TensorProto.INT32, [2, 3])], opset=26)
+    feeds = {"x": np.array([[0.5, -1.25, np.inf], [-np.inf, 2.0, -0.0]], np.float32)}
+    got, want = _dlc_and_ort(path, feeds)
+    for name in ("neg_inf", "mask", "bits"):
+        assert got[name].dtype == want[name].dtype and (got[name] == want[name]).all(), name
+    _assert_close({k: got[k] for k in ("sinh", "cosh", "kept")}, {k: want[k] for k in ("sinh", "cosh", "kept")})
