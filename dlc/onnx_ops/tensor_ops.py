@@ -268,17 +268,16 @@ class IsInf(OnnxOpConverter):
 class Dropout(OnnxOpConverter):
     """Outside training (no training_mode, or a constant false one) or with a constant ratio
     of 0, ONNX's Dropout is the identity and its mask all true (bool); TVM's mask is float.
-    Training with a real ratio is random: TVM's."""
+    Without a mask output, or training with a real ratio (random), TVM's."""
 
     @classmethod
     def _impl_v12(cls, bb, inputs, attr, params):
         x = inputs[0]
-        ratio = constant(inputs[1]) if len(inputs) > 1 else None
+        ratio = constant(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else None
         training = constant(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.array(False)
-        if training is None or (bool(training) and (ratio is None or float(ratio) != 0.0)):
+        random = training is None or (bool(training) and (ratio is None or float(ratio) != 0.0))
+        if random or attr["tvm_custom"]["num_outputs"] == 1:
             return tvm_converter("Dropout", 12)(bb, inputs, attr, params)
-        if attr["tvm_custom"]["num_outputs"] == 1:
-            return x
         mask = relax.const(np.ones(static_shape(x, "Dropout input"), dtype=bool), "bool")
         return relax.Tuple([x, mask])
 
