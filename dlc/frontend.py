@@ -421,7 +421,7 @@ def import_model(loaded: LoadedModel) -> ImportedModel:
     from dlc import onnx_ops
     from dlc.dtypes import NARROW_TYPES
     from dlc.nodemap import import_with_node_names, node_label
-    from dlc.onnx_ops.lowbit import lower_narrow_types
+    from dlc.onnx_ops.narrow_graph import lower_narrow_types
     from dlc.onnx_ops.shape_inputs import specialise_shape_inputs
 
     # bfloat16/float8/int4... tensors become integer storage; the specs keep the ONNX dtype,

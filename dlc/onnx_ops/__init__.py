@@ -6,10 +6,11 @@ stays as shipped (no fork) and each class here is an ordinary `OnnxOpConverter` 
 `_impl_vN` methods. What each one adds, and why TVM's own falls short, is in its docstring.
 
 One module per family (recurrent, attention, normalization, resize, quantized, tensor_ops;
-lowbit: bfloat16/float8/float4/int4/int2 as integer storage; shape_inputs: Reduce* axes,
-TopK k, Split sizes, Reshape shape given at run time; common: shared helpers). Every input
-dimension is fixed before import (dlc.frontend), so converters may rely on static shapes: the recurrent nets unroll over the sequence length
-into plain matmuls, Resize's odd cases become constant matrices.
+lowbit and narrow_graph: bfloat16/float8/float4/int4/int2 as integer storage; shape_inputs:
+Reduce* axes, TopK k, Split sizes, Reshape shape... given at run time; common: shared
+helpers). Every input dimension is fixed before import (dlc.frontend), so converters may rely
+on static shapes: the recurrent nets unroll over the sequence length into plain matmuls,
+Resize's odd cases become constant matrices.
 """
 
 from __future__ import annotations
