@@ -160,6 +160,8 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> list[n
             )
         want = numpy_dtype(spec.dtype)
         if is_narrow(spec.dtype):  # bfloat16, float8, int4...: exactly that type, as ml_dtypes holds it
+            if array.dtype.kind == "V" and array.dtype.itemsize == want.itemsize:
+                array = array.view(want)  # an .npz keeps ml_dtypes' arrays as raw bytes ("|V2")
             if array.dtype != want:
                 raise InputError(
                     f"input '{spec.name}' is {array.dtype}; the library takes {want}",

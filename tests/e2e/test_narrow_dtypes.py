@@ -19,7 +19,7 @@ from dlc import build, frontend, pipeline
 from dlc.dtypes import NARROW_TYPES, from_storage, to_storage
 from dlc.errors import InputError
 from dlc.onnx_ops import lowbit
-from dlc.runtime import load_library
+from dlc.runtime import load_library, read_npz
 from dlc.target import parse_target
 
 HOST = parse_target("host")
@@ -140,6 +140,9 @@ def test_casts_through_narrow_types_match_the_reference(tmp_path):
         _same(got[name], want[name])
     with pytest.raises(InputError, match="takes float8_e4m3fn"):
         library.run({"x": x, "f8": f8.astype(np.float32)})
+    np.savez(tmp_path / "in.npz", **feeds)  # numpy writes ml_dtypes' arrays as raw bytes
+    from_file = library.run(read_npz(tmp_path / "in.npz"))
+    np.testing.assert_array_equal(from_file["half"], got["half"])
 
 
 def test_narrow_quantize_and_dequantize_match_the_reference(tmp_path):
