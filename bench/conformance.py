@@ -47,7 +47,7 @@ ORT_MAX_IR_VERSION = 10
 STARTUP_ALLOWANCE = 300.0  # seconds a new worker may take to import TVM and ORT, on top of --timeout
 
 # dlc statuses, in pipeline order; `io`: inputs or outputs that are not plain tensors
-# (sequences, optionals, dtypes numpy cannot hold), which a dlc library cannot take.
+# (sequences, optionals, strings, float8_e8m0), which a dlc library cannot take.
 DLC_STATUSES = ("pass", "wrong", "run", "compile", "import", "io", "crash", "timeout")
 ORT_STATUSES = ("pass", "wrong", "error", "refused")
 
@@ -126,14 +126,14 @@ def _as_array(value, what: str):
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
+    from dlc.dtypes import NARROW_TYPES
+
     if isinstance(value, TensorProto):
         value = numpy_helper.to_array(value)  # float8/int4/bfloat16 as ml_dtypes
     if isinstance(value, (list, dict)) or value is None:
         raise IOKindError(f"{what} is a {type(value).__name__} (sequence/map/optional), not a tensor")
     value = np.asarray(value)
-    if value.dtype.kind not in "biufc":
-        raise IOKindError(f"{what} has dtype {value.dtype}, which dlc's runtime does not take")
-    if value.dtype.name not in _NUMPY_NATIVE:
+    if value.dtype.name not in _NUMPY_NATIVE and value.dtype.name not in NARROW_TYPES:
         raise IOKindError(f"{what} has dtype {value.dtype.name}, which dlc's runtime does not take")
     return value
 
@@ -177,6 +177,8 @@ def compare(got: dict, expected: dict, rtol: float, atol: float) -> str | None:
 def _compare_one(name: str, have, want, rtol: float, atol: float) -> str | None:
     import numpy as np
 
+    from dlc.dtypes import NARROW_TYPES
+
     if isinstance(want, list) or isinstance(have, list):  # a sequence output (ORT only)
         if not (isinstance(want, list) and isinstance(have, list)) or len(want) != len(have):
             return f"output '{name}' is not the expected sequence"
@@ -188,6 +190,10 @@ def _compare_one(name: str, have, want, rtol: float, atol: float) -> str | None:
         return f"output '{name}' is {have.dtype}, expected {want.dtype}"
     if have.shape != want.shape:
         return f"output '{name}' has shape {list(have.shape)}, expected {list(want.shape)}"
+    if want.dtype.name in NARROW_TYPES:  # ml_dtypes' types: compared as ONNX's runner does
+        if want.dtype.name == "bfloat16":
+            rtol = max(rtol, 2**-6)  # two bfloat16 ULPs
+        have, want = have.astype(np.float32), want.astype(np.float32)
     if want.dtype.kind not in "fc":
         if not np.array_equal(have, want):
             return f"output '{name}' differs"

@@ -212,8 +212,10 @@ class RemoteLibrary:
         except Exception as err:
             raise BoardError(f"'{self.manifest.library.name}' failed on the board ({self.spec}): "
                              f"{_remote_error(err)}", hint="rerun with --debug for TVM's error") from err
+        from dlc.runtime import output_array
+
         values = [values] if hasattr(values, "numpy") else list(values)
-        return {s.name: v.numpy() for s, v in zip(self.manifest.outputs, values)}
+        return {s.name: output_array(v.numpy(), s.dtype) for s, v in zip(self.manifest.outputs, values)}
 
 
 def load_remote(library: Path | str, spec: BoardSpec) -> RemoteLibrary:

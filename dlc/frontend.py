@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+ORT_MAX_IR_VERSION = 10  # the newest ONNX IR version onnxruntime 1.31 loads every model of
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,9 @@ def _fold_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
     with tempfile.TemporaryDirectory(prefix="dlc-fold-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "folded.onnx"
+        if model.ir_version > ORT_MAX_IR_VERSION:  # onnx 1.23 writes IR 14, which ORT 1.31 refuses
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+            model.ir_version = ORT_MAX_IR_VERSION
         onnx.save(model, str(src))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -415,23 +419,33 @@ def _raise_on_unsupported_ops(model: onnx.ModelProto, path: Path) -> None:
 def import_model(loaded: LoadedModel) -> ImportedModel:
     """Convert to a Relax IRModule with weights bound as constants."""
     from dlc import onnx_ops
+    from dlc.dtypes import NARROW_TYPES
     from dlc.nodemap import import_with_node_names, node_label
+    from dlc.onnx_ops.narrow_graph import lower_narrow_types
+    from dlc.onnx_ops.shape_inputs import specialise_shape_inputs
 
+    # bfloat16/float8/int4... tensors become integer storage; the specs keep the ONNX dtype,
+    # which the manifest records and dlc.runtime converts at the boundary.
+    lowered = lower_narrow_types(specialise_shape_inputs(loaded.model, loaded.opset))
     shapes = {spec.name: list(spec.shape) for spec in loaded.inputs}
-    dtypes = {spec.name: spec.dtype for spec in loaded.inputs}
+    dtypes = {spec.name: NARROW_TYPES[spec.dtype].storage if spec.dtype in NARROW_TYPES else spec.dtype
+              for spec in loaded.inputs}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the importer re-runs the checker and warns loudly
             with onnx_ops.registered():
-                mod = import_with_node_names(loaded.model, shapes, dtypes)
+                mod = import_with_node_names(lowered.model, shapes, dtypes)
     except Exception as err:
         first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelImportError(
             f"TVM could not import '{loaded.path.name}': {first_line}",
             hint="run with --debug for the importer's traceback; `dlc inspect` lists the ops",
         ) from err
-    outputs = _relax_output_specs(mod, loaded.output_names)
-    labels = tuple(node_label(node) for node in loaded.model.graph.node)
+    outputs = tuple(
+        TensorSpec(spec.name, spec.shape, lowered.narrow[spec.name]) if spec.name in lowered.narrow else spec
+        for spec in _relax_output_specs(mod, loaded.output_names)
+    )
+    labels = tuple(node_label(node) for node in lowered.model.graph.node)
     return ImportedModel(source=loaded, mod=mod, inputs=loaded.inputs, outputs=outputs, node_labels=labels)
 
 

@@ -132,12 +132,14 @@ class LoadedLibrary:
         result = self.bind(inputs)()
         # A single-output model returns a Tensor, a multi-output one an Array of them.
         values = [result] if hasattr(result, "numpy") else list(result)
-        return {spec.name: v.numpy() for spec, v in zip(self.manifest.outputs, values)}
+        return {spec.name: output_array(v.numpy(), spec.dtype) for spec, v in zip(self.manifest.outputs, values)}
 
 
 def check_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The inputs as the library takes them, in its order; refuses missing, extra, misshapen ones."""
     import numpy as np
+
+    from dlc.dtypes import is_narrow, numpy_dtype, to_storage
 
     missing = [spec.name for spec in manifest.inputs if spec.name not in inputs]
     extra = sorted(set(inputs) - {spec.name for spec in manifest.inputs})
@@ -156,7 +158,17 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> list[n
                 f"for {list(spec.shape)}",
                 hint="recompile with --input-shape for the new shape",
             )
-        want = np.dtype(spec.dtype)
+        want = numpy_dtype(spec.dtype)
+        if is_narrow(spec.dtype):  # bfloat16, float8, int4...: exactly that type, as ml_dtypes holds it
+            if array.dtype.kind == "V" and array.dtype.itemsize == want.itemsize:
+                array = array.view(want)  # an .npz keeps ml_dtypes' arrays as raw bytes ("|V2")
+            if array.dtype != want:
+                raise InputError(
+                    f"input '{spec.name}' is {array.dtype}; the library takes {want}",
+                    hint=f"convert it with array.astype(ml_dtypes.{want})",
+                )
+            arrays.append(to_storage(array, spec.dtype))  # the integer storage the library computes on
+            continue
         if not np.can_cast(array.dtype, want, casting="same_kind"):  # float64 -> float32 is fine
             raise InputError(
                 f"input '{spec.name}' is {array.dtype}; the library takes {want}",
@@ -165,6 +177,13 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> list[n
         # order="C", not ascontiguousarray: that turns a scalar (rank 0) into shape [1].
         arrays.append(np.asarray(array, dtype=want, order="C"))
     return arrays
+
+
+def output_array(array: np.ndarray, dtype: str) -> np.ndarray:
+    """An output as its manifest types it: narrow dtypes come back from their integer storage."""
+    from dlc.dtypes import from_storage, is_narrow
+
+    return from_storage(array, dtype) if is_narrow(dtype) else array
 
 
 def _last_line(err: BaseException) -> str:

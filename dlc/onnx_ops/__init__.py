@@ -6,9 +6,11 @@ stays as shipped (no fork) and each class here is an ordinary `OnnxOpConverter` 
 `_impl_vN` methods. What each one adds, and why TVM's own falls short, is in its docstring.
 
 One module per family (recurrent, attention, normalization, resize, quantized, tensor_ops;
-common: shared helpers). Every input dimension is fixed before import (dlc.frontend), so
-converters may rely on static shapes: the recurrent nets unroll over the sequence length
-into plain matmuls, Resize's odd cases become constant matrices.
+lowbit and narrow_graph: bfloat16/float8/float4/int4/int2 as integer storage; shape_inputs:
+Reduce* axes, TopK k, Split sizes, Reshape shape... given at run time; common: shared
+helpers). Every input dimension is fixed before import (dlc.frontend), so converters may rely
+on static shapes: the recurrent nets unroll over the sequence length into plain matmuls,
+Resize's odd cases become constant matrices.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from dlc.onnx_ops.attention import Attention, RotaryEmbedding
 from dlc.onnx_ops.common import tvm_convert_map
+from dlc.onnx_ops.lowbit import CONVERTERS as NARROW_CONVERTERS
 from dlc.onnx_ops.normalization import LayerNormalization, RMSNormalization
 from dlc.onnx_ops.quantized import ConvInteger, QLinearConv, QLinearMatMul
 from dlc.onnx_ops.recurrent import GRU, LSTM, RNN
 from dlc.onnx_ops.resize import Resize
+from dlc.onnx_ops.shape_inputs import ExpectInput, OverAxes
 from dlc.onnx_ops.tensor_ops import (
-    Celu, Constant, CumProd, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin, ReverseSequence,
+    BitCast, Celu, Constant, Cosh, CumProd, Dropout, IsInf, LpNormalization, OneHot, Pow, ReduceMax, ReduceMin,
+    ReverseSequence, Sinh, Split,
 )
 
 CONVERTERS: dict[str, type[OnnxOpConverter]] = {
@@ -50,6 +55,15 @@ CONVERTERS: dict[str, type[OnnxOpConverter]] = {
     "OneHot": OneHot,
     "Constant": Constant,
     "ReverseSequence": ReverseSequence,
+    "Split": Split,
+    "Sinh": Sinh,
+    "Cosh": Cosh,
+    "IsInf": IsInf,
+    "Dropout": Dropout,
+    "BitCast": BitCast,
+    **NARROW_CONVERTERS,
+    "OverAxes": OverAxes,
+    "ExpectInput": ExpectInput,
 }
 
 

@@ -1,4 +1,5 @@
-"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool ReduceMax/Min, OneHot, Constant, ReverseSequence."""
+"""Smaller gaps: Pow, LpNormalization, CumProd, Celu, bool and empty ReduceMax/Min, OneHot, Constant, ReverseSequence,
+zero-size Split pieces, Sinh/Cosh, IsInf's directions, inference Dropout's mask, BitCast."""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ class Celu(OnnxOpConverter):
 
 
 class _BoolReduce(OnnxOpConverter):
-    """TVM's ReduceMax/ReduceMin legalisation has no min/max value for bool: reduce as uint8."""
+    """TVM's ReduceMax/ReduceMin legalisation has no min/max value for bool: reduce as uint8.
+    Over an empty axis the result is the reduction's identity (ONNX: max of nothing is -inf,
+    False, or the type's minimum), where TVM's gives the type's finite extreme."""
 
     name = ""
 
@@ -89,11 +92,35 @@ class _BoolReduce(OnnxOpConverter):
     def _convert(cls, bb, inputs, attr, params, version):
         convert = tvm_converter(cls.name, version)
         x = inputs[0]
-        if dtype_of(x) != "bool":
-            return convert(bb, inputs, attr, params)
-        widened = [bb.emit(relax.op.astype(x, "uint8")), *inputs[1:]]
-        out = bb.normalize(convert(bb, widened, attr, params))
-        return bb.emit(relax.op.astype(out, "bool"))
+        dtype = dtype_of(x)
+        if dtype != "bool":
+            out = bb.normalize(convert(bb, inputs, attr, params))
+        else:
+            widened = [bb.emit(relax.op.astype(x, "uint8")), *inputs[1:]]
+            out = bb.emit(relax.op.astype(bb.normalize(convert(bb, widened, attr, params)), "bool"))
+        if not cls._reduces_nothing(x, inputs, attr, version):
+            return out
+        identity = np.full(static_shape(out, cls.name), cls._identity(dtype), dtype=dtype)
+        return relax.const(identity, dtype)  # empty input: nothing to compute at run time
+
+    @classmethod
+    def _reduces_nothing(cls, x, inputs, attr, version) -> bool:
+        """Some reduced axis has size 0 (axes known at import; none given: every axis)."""
+        shape = static_shape(x, cls.name)
+        axes = constant(inputs[1]) if version >= 18 and len(inputs) > 1 else attr.get("axes")
+        if axes is None or np.size(axes) == 0:
+            axes = [] if attr.get("noop_with_empty_axes", 0) else range(len(shape))
+        return any(shape[int(a)] == 0 for a in np.reshape(axes, -1))
+
+    @classmethod
+    def _identity(cls, dtype: str):
+        largest = cls.name == "ReduceMin"
+        if dtype == "bool":
+            return largest
+        if dtype.startswith("float"):
+            return np.inf if largest else -np.inf
+        info = np.iinfo(dtype)
+        return int(info.max if largest else info.min)
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
@@ -174,3 +201,100 @@ class ReverseSequence(OnnxOpConverter):
             index = bb.emit(op.expand_dims(index, expand))
         index = bb.emit(op.broadcast_to(index, list(shape)))
         return bb.emit(op.gather_elements(x, index, axis=time_axis))
+
+
+class Split(OnnxOpConverter):
+    """TVM's becomes relax's split at the running sums of the sizes, which must increase
+    strictly: a zero-size piece ("split_indices must be sorted") fails to compile. Constant
+    sizes with a zero become one strided slice per piece; anything else is TVM's."""
+
+    @classmethod
+    def _pieces(cls, bb, x, sizes, axis: int):
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        pieces = [bb.emit(relax.op.strided_slice(x, [axis], [int(s)], [int(s + n)])) for s, n in zip(starts, sizes)]
+        return relax.Tuple(pieces)
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        sizes = attr.get("split")
+        if sizes is not None and 0 in sizes:
+            return cls._pieces(bb, inputs[0], list(sizes), attr.get("axis", 0))
+        return tvm_converter("Split", 1)(bb, inputs, attr, params)
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        sizes = constant(inputs[1]) if len(inputs) > 1 else None
+        if sizes is not None and sizes.ndim == 1 and 0 in sizes:
+            return cls._pieces(bb, inputs[0], sizes.tolist(), attr.get("axis", 0))
+        return tvm_converter("Split", 13)(bb, inputs, attr, params)
+
+
+class Sinh(OnnxOpConverter):
+    """TVM's lowers to a tirx.sinh intrinsic LLVM has no lowering for ("unknown intrinsic"):
+    (exp(x) - exp(-x)) / 2."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        half = relax.const(0.5, dtype_of(x))
+        return bb.emit(op.multiply(op.subtract(op.exp(x), op.exp(op.negative(x))), half))
+
+
+class Cosh(OnnxOpConverter):
+    """As Sinh: (exp(x) + exp(-x)) / 2."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        half = relax.const(0.5, dtype_of(x))
+        return bb.emit(op.multiply(op.add(op.exp(x), op.exp(op.negative(x))), half))
+
+
+class IsInf(OnnxOpConverter):
+    """TVM's ignores detect_positive / detect_negative."""
+
+    @classmethod
+    def _impl_v10(cls, bb, inputs, attr, params):
+        op, x = relax.op, inputs[0]
+        found = bb.emit(op.isinf(x))
+        zero = relax.const(0, dtype_of(x))
+        if not attr.get("detect_positive", 1):
+            found = bb.emit(op.logical_and(found, op.less(x, zero)))
+        if not attr.get("detect_negative", 1):
+            found = bb.emit(op.logical_and(found, op.greater(x, zero)))
+        return found
+
+
+class Dropout(OnnxOpConverter):
+    """Outside training (no training_mode, or a constant false one) or with a constant ratio
+    of 0, ONNX's Dropout is the identity and its mask all true (bool); TVM's mask is float.
+    Without a mask output, or training with a real ratio (random), TVM's."""
+
+    @classmethod
+    def _impl_v12(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        ratio = constant(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else None
+        training = constant(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.array(False)
+        random = training is None or (bool(training) and (ratio is None or float(ratio) != 0.0))
+        if random or attr["tvm_custom"]["num_outputs"] == 1:
+            return tvm_converter("Dropout", 12)(bb, inputs, attr, params)
+        mask = relax.const(np.ones(static_shape(x, "Dropout input"), dtype=bool), "bool")
+        return relax.Tuple([x, mask])
+
+
+class BitCast(OnnxOpConverter):
+    """Not in TVM 0.27's importer (opset 26): the same bits as another type of the same width."""
+
+    @classmethod
+    def _impl_v26(cls, bb, inputs, attr, params):
+        from onnx import helper
+        from tvm import te, tirx
+
+        x = inputs[0]
+        to = helper.tensor_dtype_to_np_dtype(attr["to"]).name
+        source = dtype_of(x)
+        if source == "bool" or to == "bool":  # one byte holding 0 or 1 either way
+            return bb.emit(relax.op.astype(x, to))
+        if np.dtype(source).itemsize != np.dtype(to).itemsize:
+            raise ValueError(f"BitCast from {source} to {to}: the widths differ")
+        return bb.emit_te(lambda t: te.compute(t.shape, lambda *i: tirx.reinterpret(to, t(*i)), name="bitcast"), x)

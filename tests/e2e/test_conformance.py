@@ -20,9 +20,11 @@ SUBSET = {
     "test_gru_seq_length": "pass",  # dlc.onnx_ops.GRU
     "test_attention_4d_gqa": "pass",  # dlc.onnx_ops.Attention (TVM's reads num_heads)
     "test_layer_normalization_2d_axis0": "pass",  # its Mean/InvStdDev outputs
-    "test_cast_FLOAT_to_FLOAT8E4M3FN": "io",  # float8 output
+    "test_cast_FLOAT_to_FLOAT8E4M3FN": "pass",  # float8 output: dlc.onnx_ops.lowbit
+    "test_cast_e8m0_FLOAT_to_FLOAT8E8M0": "io",  # float8_e8m0: no storage for it
     "test_sequence_insert_at_back": "io",  # a sequence input
-    "test_reduce_l1_do_not_keepdims_example": "import",  # axes as a run-time input
+    "test_reduce_l1_do_not_keepdims_example": "pass",  # run-time axes: dlc.onnx_ops.shape_inputs
+    "test_resize_upsample_scales_nearest": "import",  # scales as a run-time input
 }
 
 
@@ -38,12 +40,12 @@ def test_fixed_subset(tmp_path):
         rows = {row["case"]: row for row in csv.DictReader(f)}
     assert {name: row["dlc"] for name, row in rows.items()} == SUBSET
     assert rows["test_abs"]["ort"] == "pass" and rows["test_lstm_defaults"]["op"] == "LSTM"
-    assert "Only constant axes" in rows["test_reduce_l1_do_not_keepdims_example"]["dlc_reason"]
+    assert "for scale is currently unsupported" in rows["test_resize_upsample_scales_nearest"]["dlc_reason"]
     summary = (tmp_path / "summary.md").read_text()
-    # test_reduce_l1_do_not_keepdims_example passes once its axes input is a constant
-    assert "**dlc passes 5 of 8 as the cases are written, 6 with attribute-like inputs as constants" in summary
-    assert rows["test_reduce_l1_do_not_keepdims_example"]["dlc_const"] == "pass"
-    assert rows["test_reduce_l1_do_not_keepdims_example"]["bound"] == "axes"
+    # test_resize_upsample_scales_nearest passes once its scales input is a constant
+    assert "**dlc passes 7 of 10 as the cases are written, 8 with attribute-like inputs as constants" in summary
+    assert rows["test_resize_upsample_scales_nearest"]["dlc_const"] == "pass"
+    assert rows["test_resize_upsample_scales_nearest"]["bound"] == "scales"
     assert "| LSTM | 1 | 1 | 1 | 1 |" in summary
 
 

@@ -311,3 +311,85 @@ def test_smaller_converters_against_ort(tmp_path):
     }
     got, want = _dlc_and_ort(path, feeds)
     _assert_close(got, want)
+
+
+@pytest.mark.parametrize("axes", [[1], [-1]])
+def test_reduce_with_run_time_axes_picks_the_declared_shapes_candidate(tmp_path, axes):
+    """ReduceSum's axes as a graph input: (3, 2, 2) -> (3, 2) may reduce axis 1 or axis 2;
+    both are compiled and the run-time axes choose (CumSum's axis: any of the three). Axes
+    the declared shape does not allow fail the call; ReduceMax over an empty axis is -inf, as
+    ONNX's reference says."""
+    from dlc.errors import DlcError
+
+    value = helper.make_tensor_value_info
+    path = _save(tmp_path / "reduce_axes.onnx", [
+        helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0),
+        helper.make_node("ReduceL2", ["x", "last"], ["l2_"], keepdims=1),
+        helper.make_node("Identity", ["l2_"], ["l2"]),
+        helper.make_node("ReduceMax", ["empty", "axes_empty"], ["m"], keepdims=1),
+        helper.make_node("CumSum", ["x", "axis"], ["cumsum"], reverse=1),
+    ], [value("x", TensorProto.FLOAT, [3, 2, 2]), value("axes", TensorProto.INT64, [1]),
+        value("axis", TensorProto.INT32, []),
+        value("last", TensorProto.INT64, [1]), value("empty", TensorProto.FLOAT, [2, 0, 3]), value("axes_empty", TensorProto.INT64, [1])],
+        [value("y", TensorProto.FLOAT, [3, 2]), value("l2", TensorProto.FLOAT, [3, 2, 1]),
+         value("m", TensorProto.FLOAT, [2, 1, 3]), value("cumsum", TensorProto.FLOAT, [3, 2, 2])], opset=18)
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.standard_normal((3, 2, 2)).astype(np.float32), "axes": np.array(axes, np.int64),
+             "last": np.array([-1], np.int64), "axis": np.array(axes[0], np.int32), "empty": np.zeros((2, 0, 3), np.float32), "axes_empty": np.array([1], np.int64)}
+    got, want = _dlc_and_ort(path, feeds)
+    _assert_close(got, want)
+    assert np.isneginf(got["m"]).all()
+    library = load_library(path.with_suffix(".so"))
+    with pytest.raises(DlcError, match=r"ReduceSum: the axes input must be one of \[\[1\], \[2\]\]"):
+        library.run({**feeds, "axes": np.array([0], np.int64)})
+
+
+def test_shape_inputs_given_at_run_time_are_checked_against_the_declared_shapes(tmp_path):
+    """TopK's k, Reshape's shape, Split's and Resize's sizes as graph inputs: compiled for the values
+    the declared output shapes imply, and refused at run time when they differ. A zero-size
+    Split piece compiles (TVM's split needs strictly increasing indices)."""
+    from dlc.errors import DlcError
+
+    value = helper.make_tensor_value_info
+    path = _save(tmp_path / "shape_inputs.onnx", [
+        helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+        helper.make_node("Resize", ["x", "", "", "resize_to"], ["resized"], mode="linear"),
+    ], [value("x", TensorProto.FLOAT, [2, 6]), value("k", TensorProto.INT64, [1]),
+        value("shape", TensorProto.INT64, [2]), value("sizes", TensorProto.INT64, [3]),
+        value("resize_to", TensorProto.INT64, [2])],
+        [value("values", TensorProto.FLOAT, [2, 3]), value("indices", TensorProto.INT64, [2, 3]),
+         value("flat", TensorProto.FLOAT, [3, 4]), value("a", TensorProto.FLOAT, [2, 0]),
+         value("b", TensorProto.FLOAT, [2, 4]), value("c", TensorProto.FLOAT, [2, 2]),
+         value("resized", TensorProto.FLOAT, [4, 9])], opset=18)
+    rng = np.random.default_rng(9)
+    feeds = {"x": rng.standard_normal((2, 6)).astype(np.float32), "k": np.array([3], np.int64),
+             "shape": np.array([-1, 4], np.int64), "sizes": np.array([0, 4, 2], np.int64),
+             "resize_to": np.array([4, 9], np.int64)}
+    got, want = _dlc_and_ort(path, feeds)
+    _assert_close(got, want)
+    library = load_library(path.with_suffix(".so"))
+    with pytest.raises(DlcError, match=r"TopK: input 'k' must be \[3\]"):
+        library.run({**feeds, "k": np.array([2], np.int64)})
+    with pytest.raises(DlcError, match=r"Reshape: input 'shape' must be \[3, 4\]"):
+        library.run({**feeds, "shape": np.array([4, -1], np.int64)})
+
+
+def test_sinh_cosh_isinf_dropout_and_bitcast_against_ort(tmp_path):
+    value = helper.make_tensor_value_info
+    path = _save(tmp_path / "misc.onnx", [
+        helper.make_node("Sinh", ["x"], ["sinh"]),
+        helper.make_node("Cosh", ["x"], ["cosh"]),
+        helper.make_node("IsInf", ["x"], ["neg_inf"], detect_positive=0),
+        helper.make_node("Dropout", ["x"], ["kept", "mask"]),
+        helper.make_node("BitCast", ["x"], ["bits"], to=TensorProto.INT32),
+    ], [value("x", TensorProto.FLOAT, [2, 3])],
+        [value("sinh", TensorProto.FLOAT, [2, 3]), value("cosh", TensorProto.FLOAT, [2, 3]),
+         value("neg_inf", TensorProto.BOOL, [2, 3]), value("kept", TensorProto.FLOAT, [2, 3]),
+         value("mask", TensorProto.BOOL, [2, 3]), value("bits", TensorProto.INT32, [2, 3])], opset=26)
+    feeds = {"x": np.array([[0.5, -1.25, np.inf], [-np.inf, 2.0, -0.0]], np.float32)}
+    got, want = _dlc_and_ort(path, feeds)
+    for name in ("neg_inf", "mask", "bits"):
+        assert got[name].dtype == want[name].dtype and (got[name] == want[name]).all(), name
+    _assert_close({k: got[k] for k in ("sinh", "cosh", "kept")}, {k: want[k] for k in ("sinh", "cosh", "kept")})
