@@ -129,14 +129,24 @@ def integer_add(call, builder, bindings):
     # fma(x, r, c) as float64 x * r + c rounded once to fp32: x is an 8-bit integer and r an
     # fp32, so the product and the sum are exact in float64 at these magnitudes. Plain
     # Relax ops (not a kernel of dlc's) keep the channels-last layout passing through.
-    b_term = builder.emit(op.multiply(op.astype(b, "float64"), const(ratio_b)))
-    if _numel(b.ty.shape) < size:  # ORT's per-span scalar b: fixed + b * ratio_b, each rounded
-        value = op.add(const(np.float32(fixed), "float32"), op.astype(b_term, "float32"))
+    broadcast = _numel(b.ty.shape) < size  # ORT's per-span scalar b: fixed + b * ratio_b, each rounded
+    b_value = _constant(b, bindings)
+    if b_value is not None:
+        # A constant b (a per-channel shift): its side computed here, so no cast of a constant
+        # is left for the layout pass (TVM 0.27's ConvertLayout drops one and mixes dtypes).
+        f32 = np.float32
+        term = b_value.astype(np.float64) * np.float64(f32(ratio_b))
+        side = (f32(fixed) + term.astype(f32)) if broadcast else (term + np.float64(f32(fixed))).astype(f32)
+        value = const(side.astype(np.float64))
     else:
-        value = op.astype(op.add(b_term, const(fixed)), "float32")
-    value = builder.emit(value)
-    value = builder.emit(op.astype(op.add(op.multiply(op.astype(a, "float64"), const(ratio_a)),
-                                          op.astype(value, "float64")), "float32"))
+        b_term = builder.emit(op.multiply(op.astype(b, "float64"), const(ratio_b)))
+        if broadcast:
+            value = op.add(const(np.float32(fixed), "float32"), op.astype(b_term, "float32"))
+        else:
+            value = op.astype(op.add(b_term, const(fixed)), "float32")
+        value = op.astype(builder.emit(value), "float64")
+    value = builder.emit(op.astype(op.add(op.multiply(op.astype(a, "float64"), const(ratio_a)), value),
+                                   "float32"))
     return _saturate(builder, op.round(value), "uint8")
 
 

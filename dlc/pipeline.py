@@ -98,8 +98,9 @@ def _fold_constant_transposes():
         if value is None:
             return None
         axes = call.attrs.axes
+        # The dtype said: relax.const narrows a float64 array to float32 by default.
         return relax.const(np.ascontiguousarray(
-            np.transpose(value, None if axes is None else [int(a) for a in axes])))
+            np.transpose(value, None if axes is None else [int(a) for a in axes])), str(value.dtype))
 
     return _rewrite_calls("relax.permute_dims", fold, "DlcFoldConstantTransposes")
 

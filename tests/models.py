@@ -501,7 +501,7 @@ def constant_indices(path: Path) -> Path:
 
 def int8_block(path: Path) -> Path:
     """YOLOv8-shaped fp32 block for `dlc quantize`: a 3-channel stride-2 stem, SiLU, a 3x3
-    conv, a residual Add, a 1x1 conv to 18 channels (no whole 16-channel block), Concat,
+    conv, a residual and a per-channel Add, a 1x1 conv to 18 channels (no whole 16-channel block), Concat,
     Softmax over the channel axis, and AveragePool -> Flatten -> Gemm -> Softmax over 100
     classes: every QDQ group dlc runs as integer kernels."""
     rng = np.random.default_rng(8)
@@ -522,15 +522,17 @@ def int8_block(path: Path) -> Path:
         n, i = conv(name, x, cin, cout, k, stride)
         nodes += n + (silu(name) if name != "head" else [])
         inits += i
-        if name == "mid":
-            nodes.append(helper.make_node("Add", ["stem_silu", "mid_silu"], ["res"]))
+        if name == "mid":  # a residual Add, then a per-channel (broadcast) one
+            nodes += [helper.make_node("Add", ["stem_silu", "mid_silu"], ["res0"]),
+                      helper.make_node("Add", ["res0", "shift"], ["res"])]
     nodes += [helper.make_node("Concat", ["stem_silu", "mid_silu"], ["z"], axis=1),
               helper.make_node("Softmax", ["head"], ["y"], axis=1),
               helper.make_node("AveragePool", ["res"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
               helper.make_node("Flatten", ["pool"], ["flat"]),
               helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
               helper.make_node("Softmax", ["logits"], ["p"], axis=1)]
-    inits += [_init("fc_w", (rng.standard_normal((100, 1024)) / 32).astype(np.float32)),
+    inits += [_init("shift", rng.standard_normal((1, 16, 1, 1)).astype(np.float32)),
+              _init("fc_w", (rng.standard_normal((100, 1024)) / 32).astype(np.float32)),
               _init("fc_b", (rng.standard_normal(100) * 0.1).astype(np.float32))]
     graph = helper.make_graph(
         nodes, "int8_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
