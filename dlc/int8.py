@@ -51,12 +51,6 @@ KERNEL_NAME = "conv2d_nhwc_u8s8"  # dlc.schedules.int8 recognises the kernel's b
 PAD_BLOCK = "pad_zero_point"
 
 
-def has_qdq(mod: tvm.IRModule) -> bool:
-    from dlc.pipeline import _graph_ops
-
-    return bool({"relax.quantize", "relax.dequantize"} & _graph_ops(mod))
-
-
 def _constant(expr, bindings):
     """The numpy value of `expr`, following variable bindings to a constant, or None."""
     from dlc.pipeline import _constant_array
@@ -107,7 +101,7 @@ def _requantize(builder, acc, multiplier: np.ndarray, zero_point: int, dtype: st
     return op.astype(value, dtype)
 
 
-def _dequantize(builder, call):
+def _dequantize(call, builder):
     """(float(q) - zero_point) * scale: exact like ONNX Runtime's (the subtraction is of
     small integers), as ops with layout rules."""
     from tvm import relax
@@ -128,7 +122,7 @@ def _dequantize(builder, call):
     return op.multiply(value, per_axis(scale))
 
 
-def _quantize(builder, call):
+def _quantize(call, builder):
     """clip(round_half_even(x / scale) + zero_point): ONNX Runtime divides (MLAS), it does not
     multiply by the reciprocal."""
     from tvm import relax
@@ -357,45 +351,24 @@ def integer_qdq(target: TargetSpec | None = None):
     exactly in fp32."""
     import tvm
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
     from dlc import int8_ort
-    from dlc.pipeline import _relax_rewrite_pass
+    from dlc.pipeline import _rewrite_calls
 
     vnni = target is not None and has_vnni(target)
+    groups = (lambda call, builder, bindings: _integer_conv(call, builder, bindings, vnni), _integer_matmul,
+              int8_ort.integer_softmax, int8_ort.integer_add, int8_ort.integer_mul, int8_ort.integer_avg_pool,
+              _integer_move)
 
-    def conv(call, builder, bindings):
-        return _integer_conv(call, builder, bindings, vnni)
+    def integer_group(call, builder, bindings):
+        return next((r for r in (rewrite(call, builder, bindings) for rewrite in groups) if r is not None), None)
 
-    @mutator
-    class IntegerConvs(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.quantize":
-                return call
-            for rewrite in (conv, _integer_matmul, int8_ort.integer_softmax, int8_ort.integer_add,
-                            int8_ort.integer_mul, int8_ort.integer_avg_pool, _integer_move):
-                replacement = rewrite(call, self.builder_, self.lookup_binding)
-                if replacement is not None:
-                    return replacement
-            return call
-
-    @mutator
-    class ElementwiseQDQ(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            name = getattr(call.op, "name", None)
-            if name == "relax.quantize":
-                return _quantize(self.builder_, call)
-            if name == "relax.dequantize":
-                return _dequantize(self.builder_, call)
-            return call
-
-    # Two passes: the conv pattern is matched on the dequantize calls the second rewrites.
+    # Two passes: the groups are matched on the dequantize calls the second rewrites.
     return tvm.transform.Sequential([
-        _relax_rewrite_pass(IntegerConvs, "DlcIntegerConvs"),
+        _rewrite_calls("relax.quantize", integer_group, "DlcIntegerGroups", bindings=True),
         relax.transform.DeadCodeElimination(["main"]),
-        _relax_rewrite_pass(ElementwiseQDQ, "DlcElementwiseQDQ"),
+        _rewrite_calls("relax.quantize", _quantize, "DlcElementwiseQuantize"),
+        _rewrite_calls("relax.dequantize", _dequantize, "DlcElementwiseDequantize"),
     ], name="DlcIntegerQDQ")
 
 
@@ -426,9 +399,8 @@ def fused_multiply_adds():
     after the layout passes: float64 vectors are half as wide, and a QDQ model has one
     such step per residual or HardSwish in every epilogue."""
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    from dlc.pipeline import _constant_array, _relax_rewrite_pass
+    from dlc.pipeline import _constant_array, _rewrite_calls
 
     def as_fma(call, builder, bindings):
         if str(call.attrs.dtype) != "float32":
@@ -459,16 +431,8 @@ def fused_multiply_adds():
         return builder.call_te(_fma_te, widened.args[0], addend, factor=float(factor.reshape(())),
                                primfunc_name_hint="fma_uint8")
 
-    @mutator
-    class FusedMultiplyAdds(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.astype":
-                return call
-            replacement = as_fma(call, self.builder_, self.lookup_binding)
-            return call if replacement is None else replacement
-
-    return [_relax_rewrite_pass(FusedMultiplyAdds, "DlcFusedMultiplyAdds"), relax.transform.DeadCodeElimination(["main"])]
+    return [_rewrite_calls("relax.astype", as_fma, "DlcFusedMultiplyAdds", bindings=True),
+            relax.transform.DeadCodeElimination(["main"])]
 
 
 def has_vnni(target: TargetSpec) -> bool:
@@ -532,9 +496,8 @@ def vnni_convs(target: TargetSpec):
     """Channels-last int16 conv2d on (x_q - x_zp) of a uint8 x_q, from integer_qdq, as the
     VNNI kernel on x_q (no pass on targets without AVX-512 VNNI)."""
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    from dlc.pipeline import _relax_rewrite_pass
+    from dlc.pipeline import _rewrite_calls
 
     def as_vnni(call, builder, bindings):
         attrs = call.attrs
@@ -560,15 +523,7 @@ def vnni_convs(target: TargetSpec):
             padding=[int(p) for p in attrs.padding], dilation=[int(d) for d in attrs.dilation],
             zero_point=zx, primfunc_name_hint="conv2d_u8s8")
 
-    @mutator
-    class VnniConvs(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if getattr(call.op, "name", None) != "relax.nn.conv2d":
-                return call
-            replacement = as_vnni(call, self.builder_, self.lookup_binding)
-            return call if replacement is None else replacement
-
     if not has_vnni(target):
         return []
-    return [_relax_rewrite_pass(VnniConvs, "DlcVnniConvs"), relax.transform.DeadCodeElimination(["main"])]
+    return [_rewrite_calls("relax.nn.conv2d", as_vnni, "DlcVnniConvs", bindings=True),
+            relax.transform.DeadCodeElimination(["main"])]

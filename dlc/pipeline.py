@@ -236,9 +236,11 @@ def _constant_array(expr):
     return value.numpy() if hasattr(value, "numpy") else None
 
 
-def _rewrite_calls(op_name: str, rewrite, name: str):
+def _rewrite_calls(op_name: str, rewrite, name: str, *, bindings: bool = False):
     """A module pass that offers every call of `op_name` (its arguments already rewritten)
-    to `rewrite(call, builder)`, which returns the replacement or None to keep the call."""
+    to `rewrite(call, builder)`, which returns the replacement or None to keep the call.
+    With `bindings`, `rewrite(call, builder, lookup)`: `lookup(var)` is the value a variable
+    is bound to, for rewrites that match a pattern of producers."""
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
@@ -247,7 +249,8 @@ def _rewrite_calls(op_name: str, rewrite, name: str):
             call = super().visit_call_(call)
             if getattr(call.op, "name", None) != op_name:
                 return call
-            replacement = rewrite(call, self.builder_)
+            extra = (self.lookup_binding,) if bindings else ()
+            replacement = rewrite(call, self.builder_, *extra)
             return call if replacement is None else replacement
 
     return _relax_rewrite_pass(RewriteCalls, name)
