@@ -92,7 +92,10 @@ def apply(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     # stays a block computed per tile: inlined into the sums it would hide the byte loads
     # vpdpbusd is matched against.
     staged = sch.get_producers(block)
-    _inline_epilogue(sch, keep={sch.get(b).name_hint for b in (block, *staged)})
+    common.inline_injective(sch, keep=[block, *staged])
+    # Inlining rebuilds the loop nest: the sums' loops are looked up again.
+    main = next(b for b in common.block_infos(sch) if sch.get(b.block_rv).name_hint.startswith(KERNEL_NAME))
+    block = main.block_rv
     # Unit loops (batch 1, a 1x1 window) are gone after fusion: take the loops by role.
     spatial = [it.loop_rv for it in main.iters if it.kind == "S"]
     reduce = [it.loop_rv for it in main.iters if it.kind == "R"]
@@ -136,42 +139,14 @@ def apply_softmax(sch: s_tir.Schedule, cpu: CpuParams) -> bool:
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     if not any(name.startswith(SOFTMAX_SUM_BLOCK) for name in names):
         return False
-    keep = {name for name in names if name.startswith(("softmax_uint8_row", SOFTMAX_SUM_BLOCK))}
-    _inline_epilogue(sch, keep=keep)
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        loops = sch.get_loops(block)
-        spatial = [loop for loop in loops if _is_data_parallel(sch, block, loop)]
-        if spatial and cpu.cores > 1:
-            sch.parallel(spatial[0])
+    common.inline_injective(sch)  # the row max and sum are reductions: they stay
+    for info in common.block_infos(sch) or []:
+        spatial = {sch.get(it.loop_rv) for it in info.iters if it.kind == "S" and it.loop_rv is not None}
+        # The outermost loop over spatial iterators only: a reduction loop must stay serial.
+        first = next((loop for loop in sch.get_loops(info.block_rv) if sch.get(loop) in spatial), None)
+        if first is not None and cpu.cores > 1:
+            sch.parallel(first)
     return True
-
-
-def _is_data_parallel(sch: s_tir.Schedule, block, loop) -> bool:
-    """`loop` binds only spatial iterators of `block` (a reduction loop must stay serial)."""
-    from dlc.schedules.common import block_infos
-
-    for info in block_infos(sch) or []:
-        if sch.get(info.block_rv).same_as(sch.get(block)):
-            return any(it.kind == "S" and it.loop_rv is not None and sch.get(it.loop_rv).same_as(sch.get(loop))
-                       for it in info.iters)
-    return False
-
-
-def _inline_epilogue(sch: s_tir.Schedule, keep: set[str]) -> None:
-    """Every elementwise block after the sums into the last one. common.inline_injective
-    re-analyses the function after each inline, which took ~0.5 s per kernel here: the
-    requantisation chains of a QDQ model are 20-40 blocks long."""
-    changed = True
-    while changed:
-        changed = False
-        for child in sch.get_child_blocks(sch.get_sblock("root")):
-            if sch.get(child).name_hint in keep:
-                continue
-            try:
-                sch.compute_inline(child)
-                changed = True
-            except Exception:  # the output block, or not inlinable: stays
-                continue
 
 
 def _vectorize_channels(sch: s_tir.Schedule, block) -> None:
