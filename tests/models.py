@@ -21,6 +21,11 @@ def _save(graph: onnx.GraphProto, path: Path, opset: int = OPSET) -> Path:
     return path
 
 
+def save_graph(path: Path, nodes, inputs, outputs, initializers=(), opset: int = OPSET) -> Path:
+    """A one-graph model of `nodes` named after `path`, checked and saved there."""
+    return _save(helper.make_graph(nodes, path.stem, inputs, outputs, list(initializers)), path, opset)
+
+
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(array, name)
 

@@ -254,6 +254,15 @@ def _integer_range(dtype: str) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
+def _qdq_operands(inputs, attr: dict, what: str):
+    """(narrow dtype, x, scale, zero point or None, x's shape, axis, block size) of a
+    QuantizeLinear / DequantizeLinear node."""
+    x, scale = inputs[0], inputs[1]
+    zero_point = inputs[2] if len(inputs) > 2 else None
+    return (_quantized(attr), x, scale, zero_point, static_shape(x, f"{what} input"), attr.get("axis", 1),
+            attr.get("block_size", 0))
+
+
 class QuantizeLinear(OnnxOpConverter):
     """ONNX's reference, for narrow outputs and blocked quantisation (TVM 0.27 takes neither):
     x / scale, then for integers round half to even, add the zero point and clip; for float8
@@ -263,11 +272,7 @@ class QuantizeLinear(OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         op = relax.op
-        dtype = _quantized(attr)
-        x, scale = inputs[0], inputs[1]
-        zero_point = inputs[2] if len(inputs) > 2 else None
-        x_shape = static_shape(x, "QuantizeLinear input")
-        axis, block_size = attr.get("axis", 1), attr.get("block_size", 0)
+        dtype, x, scale, zero_point, x_shape, axis, block_size = _qdq_operands(inputs, attr, "QuantizeLinear")
         scale = _broadcast_param(bb, bb.emit(op.astype(scale, "float32")), x_shape, axis, block_size)
         value = bb.emit(op.divide(op.astype(x, "float32"), scale))
         narrow = NARROW_TYPES.get(dtype)
@@ -293,11 +298,7 @@ class DequantizeLinear(OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         op = relax.op
-        dtype = _quantized(attr)
-        x, scale = inputs[0], inputs[1]
-        zero_point = inputs[2] if len(inputs) > 2 else None
-        x_shape = static_shape(x, "DequantizeLinear input")
-        axis, block_size = attr.get("axis", 1), attr.get("block_size", 0)
+        dtype, x, scale, zero_point, x_shape, axis, block_size = _qdq_operands(inputs, attr, "DequantizeLinear")
         out_dtype = dtype_of(scale)
         if attr.get("output_dtype", 0):
             out_dtype = helper.tensor_dtype_to_np_dtype(attr["output_dtype"]).name

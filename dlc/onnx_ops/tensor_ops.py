@@ -229,25 +229,27 @@ class Split(OnnxOpConverter):
         return tvm_converter("Split", 13)(bb, inputs, attr, params)
 
 
+def _half_exp_pair(bb, x, combine):
+    """combine(exp(x), exp(-x)) / 2: TVM's Sinh and Cosh lower to tirx.sinh / tirx.cosh
+    intrinsics LLVM has no lowering for ("unknown intrinsic")."""
+    op = relax.op
+    return bb.emit(op.multiply(combine(op.exp(x), op.exp(op.negative(x))), relax.const(0.5, dtype_of(x))))
+
+
 class Sinh(OnnxOpConverter):
-    """TVM's lowers to a tirx.sinh intrinsic LLVM has no lowering for ("unknown intrinsic"):
-    (exp(x) - exp(-x)) / 2."""
+    """(exp(x) - exp(-x)) / 2."""
 
     @classmethod
     def _impl_v9(cls, bb, inputs, attr, params):
-        op, x = relax.op, inputs[0]
-        half = relax.const(0.5, dtype_of(x))
-        return bb.emit(op.multiply(op.subtract(op.exp(x), op.exp(op.negative(x))), half))
+        return _half_exp_pair(bb, inputs[0], relax.op.subtract)
 
 
 class Cosh(OnnxOpConverter):
-    """As Sinh: (exp(x) + exp(-x)) / 2."""
+    """(exp(x) + exp(-x)) / 2."""
 
     @classmethod
     def _impl_v9(cls, bb, inputs, attr, params):
-        op, x = relax.op, inputs[0]
-        half = relax.const(0.5, dtype_of(x))
-        return bb.emit(op.multiply(op.add(op.exp(x), op.exp(op.negative(x))), half))
+        return _half_exp_pair(bb, inputs[0], relax.op.add)
 
 
 class IsInf(OnnxOpConverter):

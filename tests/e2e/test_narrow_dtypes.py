@@ -21,6 +21,7 @@ from dlc.errors import InputError
 from dlc.onnx_ops import lowbit
 from dlc.runtime import load_library, read_npz
 from dlc.target import parse_target
+from tests.models import save_graph
 
 HOST = parse_target("host")
 
@@ -87,11 +88,7 @@ def test_storage_round_trip_keeps_int4_signs():
 
 
 def _model(path: Path, nodes, inputs, outputs, initializers=(), opset: int = 23) -> Path:
-    graph = helper.make_graph(nodes, path.stem, inputs, outputs, list(initializers))
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, nodes, inputs, outputs, initializers, opset)
 
 
 def _dlc(path: Path, feeds: dict):

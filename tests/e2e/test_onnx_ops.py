@@ -16,16 +16,11 @@ from dlc.runtime import load_library
 from dlc.target import parse_target
 from dlc.zoo import MODELS
 from tests.conftest import run_dlc
+from tests.models import save_graph as _save
 
 HOST = parse_target("host")
 
 
-def _save(path: Path, nodes, inputs, outputs, initializers=(), opset: int = 17) -> Path:
-    graph = helper.make_graph(nodes, path.stem, inputs, outputs, list(initializers))
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def _dlc_and_ort(path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict, dict]:
