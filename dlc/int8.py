@@ -93,12 +93,21 @@ def _requantize(builder, acc, multiplier: np.ndarray, zero_point: int, dtype: st
     from tvm import relax
 
     op = relax.op
-    info = np.iinfo(dtype)
     value = builder.emit(op.multiply(op.astype(acc, "float32"), relax.const(multiplier, "float32")))
-    value = builder.emit(op.add(op.round(value), relax.const(float(zero_point), "float32")))
-    value = builder.emit(op.minimum(op.maximum(value, relax.const(float(info.min), "float32")),
-                                    relax.const(float(info.max), "float32")))
-    return op.astype(value, dtype)
+    return _saturate(builder, op.add(op.round(value), relax.const(float(zero_point), "float32")), dtype)
+
+
+def _per_axis(builder, call, value):
+    """`value` (a scale or zero point of `call`, a QuantizeLinear / DequantizeLinear) shaped to
+    broadcast along the call's axis when it is 1-D per channel."""
+    from tvm import relax
+
+    rank = len(call.args[0].ty.shape)
+    axis = int(call.attrs.axis) % max(rank, 1)
+    value = builder.emit(value)
+    if len(value.ty.shape) == 1 and rank > 1 and int(value.ty.shape[0]) > 1:
+        return relax.op.reshape(value, [-1] + [1] * (rank - 1 - axis))
+    return value
 
 
 def _dequantize(call, builder):
@@ -109,17 +118,8 @@ def _dequantize(call, builder):
     op = relax.op
     q, scale, zero_point = call.args
     dtype = str(call.attrs.out_dtype)
-    rank = len(q.ty.shape)
-    axis = int(call.attrs.axis) % max(rank, 1)
-
-    def per_axis(value):  # a 1-D per-channel operand, broadcast along `axis`
-        value = builder.emit(value)
-        if len(value.ty.shape) == 1 and rank > 1 and int(value.ty.shape[0]) > 1:
-            return op.reshape(value, [-1] + [1] * (rank - 1 - axis))
-        return value
-
-    value = builder.emit(op.subtract(op.astype(q, dtype), per_axis(op.astype(zero_point, dtype))))
-    return op.multiply(value, per_axis(scale))
+    value = builder.emit(op.subtract(op.astype(q, dtype), _per_axis(builder, call, op.astype(zero_point, dtype))))
+    return op.multiply(value, _per_axis(builder, call, scale))
 
 
 def _quantize(call, builder):
@@ -129,22 +129,9 @@ def _quantize(call, builder):
 
     op = relax.op
     x, scale, zero_point = call.args
-    dtype = str(call.attrs.out_dtype)
-    rank = len(x.ty.shape)
-    axis = int(call.attrs.axis) % max(rank, 1)
-    info = np.iinfo(dtype)
-
-    def per_axis(value):
-        value = builder.emit(value)
-        if len(value.ty.shape) == 1 and rank > 1 and int(value.ty.shape[0]) > 1:
-            return op.reshape(value, [-1] + [1] * (rank - 1 - axis))
-        return value
-
-    value = builder.emit(op.round(op.divide(x, per_axis(scale))))
-    value = builder.emit(op.add(value, per_axis(op.astype(zero_point, "float32"))))
-    value = builder.emit(op.minimum(op.maximum(value, relax.const(float(info.min), "float32")),
-                                    relax.const(float(info.max), "float32")))
-    return op.astype(value, dtype)
+    value = builder.emit(op.round(op.divide(x, _per_axis(builder, call, scale))))
+    value = op.add(value, _per_axis(builder, call, op.astype(zero_point, "float32")))
+    return _saturate(builder, value, str(call.attrs.out_dtype))
 
 
 FP32_EXACT = 2**24  # integers below this are exact in fp32, and so are sums that stay below it
